@@ -1,0 +1,3 @@
+//! CPU kernels. Ops in `ops/` check shapes and dispatch here for CPU storage.
+
+pub mod gemm;

@@ -1,0 +1,26 @@
+//! spark-engine: tensors, reverse-mode autograd and CPU kernels.
+//!
+//! Layering: this crate knows nothing of sparse convolution or models. Other crates extend it
+//! through the public `Op` trait (custom differentiable ops) and the `cpu::gemm` entry point.
+
+pub mod autograd;
+pub mod cpu;
+mod device;
+mod dtype;
+mod error;
+pub mod layout;
+mod ops;
+mod rng;
+pub mod storage;
+mod tensor;
+pub mod testing;
+
+pub use autograd::{is_grad_enabled, no_grad, GradStore, NoGradGuard, Op};
+pub use device::Device;
+pub use dtype::{DType, Float};
+pub use error::{shape_err, Error, Result};
+pub use layout::Layout;
+pub use ops::erf;
+pub use rng::Rng;
+pub use storage::{CpuStorage, Storage};
+pub use tensor::{Tensor, TensorId};

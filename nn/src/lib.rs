@@ -1,0 +1,1 @@
+//! spark-nn: layers and backbones (filled by the nn issue).

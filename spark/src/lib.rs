@@ -1,0 +1,1 @@
+//! spark: SparK pretraining (filled by the pretraining issue).

@@ -1,0 +1,1 @@
+//! spark-sparse: submanifold sparse convolution over active pixels (filled by the sparse issue).
