@@ -20,7 +20,7 @@ pub use device::Device;
 pub use dtype::{DType, Float};
 pub use error::{shape_err, Error, Result};
 pub use layout::Layout;
-pub use ops::erf;
+pub use ops::{erf, Conv2dParams, ConvTranspose2dParams};
 pub use rng::Rng;
 pub use storage::{CpuStorage, Storage};
 pub use tensor::{Tensor, TensorId};

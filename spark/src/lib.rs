@@ -1,1 +1,3 @@
-//! spark: SparK pretraining (filled by the pretraining issue).
+//! spark: SparK masked-image pretraining on top of spark-nn and spark-sparse.
+
+pub mod data;

@@ -1,3 +1,4 @@
 //! CPU kernels. Ops in `ops/` check shapes and dispatch here for CPU storage.
 
+pub mod conv;
 pub mod gemm;

@@ -3,9 +3,17 @@
 
 pub(crate) mod binary;
 mod concat;
+pub mod conv;
+pub mod dropout;
+pub mod index;
 mod matmul;
+pub mod norm;
+pub mod pool;
 mod reduce;
+pub mod softmax;
 pub(crate) mod unary;
+pub mod upsample;
 mod view;
 
+pub use conv::{Conv2dParams, ConvTranspose2dParams};
 pub use unary::erf;

@@ -1,0 +1,1 @@
+//! Data pipeline (filled by the data/CLI work).
