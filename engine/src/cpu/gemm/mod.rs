@@ -3,9 +3,20 @@
 //! The operands are strided views (`MatRef`), so transposes are free: `A^T` is the same data
 //! with row and column strides swapped. This is the one entry point every matmul, convolution
 //! and sparse GEMM in the project calls.
+//!
+//! f32 runs a BLIS-style kernel (`driver.rs`): packed A/B panels blocked for L1/L2/L3 and a
+//! register-blocked microkernel (`kernels.rs`) chosen at run time: AVX-512 (12x32), AVX2+FMA
+//! (6x16) or a portable auto-vectorised one (4x16). f64 (gradient checks only) takes a simple
+//! row-parallel loop.
 
-use crate::Float;
+mod driver;
+mod kernels;
+mod pack;
+
+use crate::{DType, Error, Float, Result};
+use kernels::KernelSpec;
 use rayon::prelude::*;
+use std::sync::OnceLock;
 
 /// A read-only strided matrix: element (i, j) is `data[i * rs + j * cs]`.
 #[derive(Clone, Copy, Debug)]
@@ -32,28 +43,137 @@ impl<'a, T: Copy> MatRef<'a, T> {
     }
 }
 
-/// `C = A · B` (or `C += A · B` when `accumulate`), C row-major `[a.rows, b.cols]` with leading
-/// dimension `ldc`. Panics only on inconsistent dimensions, which callers check first.
-pub fn gemm<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T], ldc: usize, accumulate: bool) {
+/// A SIMD code path of the f32 GEMM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GemmPath {
+    /// 12x32 microkernel on zmm registers (needs AVX-512F).
+    Avx512,
+    /// 6x16 microkernel on ymm registers (needs AVX2 and FMA).
+    Avx2,
+    /// Plain Rust, auto-vectorised for the baseline target.
+    Portable,
+}
+
+/// The paths this CPU can run, fastest first.
+pub fn available_paths() -> Vec<GemmPath> {
+    let mut v = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx512f") {
+            v.push(GemmPath::Avx512);
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            v.push(GemmPath::Avx2);
+        }
+    }
+    v.push(GemmPath::Portable);
+    v
+}
+
+/// The path `gemm` uses: the fastest available, chosen once.
+pub fn default_path() -> GemmPath {
+    static PATH: OnceLock<GemmPath> = OnceLock::new();
+    *PATH.get_or_init(|| available_paths()[0])
+}
+
+fn spec(path: GemmPath) -> KernelSpec {
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        GemmPath::Avx512 => KernelSpec {
+            mr: kernels::avx512::MR,
+            nr: kernels::avx512::NR,
+            kc: 384,
+            mc: 192,
+            nc: 4096,
+            func: kernels::avx512::kernel,
+        },
+        #[cfg(target_arch = "x86_64")]
+        GemmPath::Avx2 => KernelSpec {
+            mr: kernels::avx2::MR,
+            nr: kernels::avx2::NR,
+            kc: 256,
+            mc: 144,
+            nc: 4096,
+            func: kernels::avx2::kernel,
+        },
+        _ => KernelSpec {
+            mr: kernels::portable::MR,
+            nr: kernels::portable::NR,
+            kc: 256,
+            mc: 128,
+            nc: 4096,
+            func: kernels::portable::kernel,
+        },
+    }
+}
+
+/// Checks dimensions and handles the empty cases; returns false when nothing is left to do.
+fn prologue<T: Float>(a: &MatRef<'_, T>, b: &MatRef<'_, T>, c: &mut [T], ldc: usize, accumulate: bool) -> bool {
     assert_eq!(a.cols, b.rows, "gemm: inner dimensions differ");
     let (m, n, k) = (a.rows, b.cols, a.cols);
     if m == 0 || n == 0 {
-        return;
+        return false;
     }
     assert!(ldc >= n && c.len() >= (m - 1) * ldc + n, "gemm: C too small");
+    if m > 0 && k > 0 {
+        let last = |r: usize, c: usize, rs: usize, cs: usize| (r - 1) * rs + (c - 1) * cs;
+        assert!(a.data.len() > last(a.rows, a.cols, a.rs, a.cs), "gemm: A data too short for its strides");
+        assert!(b.data.len() > last(b.rows, b.cols, b.rs, b.cs), "gemm: B data too short for its strides");
+    }
     if k == 0 {
         if !accumulate {
             for i in 0..m {
                 c[i * ldc..i * ldc + n].iter_mut().for_each(|v| *v = T::ZERO);
             }
         }
-        return;
+        return false;
     }
-    reference_gemm(a, b, c, ldc, accumulate);
+    true
 }
 
-/// Straightforward row-parallel kernel: B packed row-major once, then each C row is a sum of
-/// scaled B rows (the inner loop vectorises).
+/// `C = A · B` (or `C += A · B` when `accumulate`), C row-major `[a.rows, b.cols]` with leading
+/// dimension `ldc`. Panics only on inconsistent dimensions, which callers check first.
+pub fn gemm<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T], ldc: usize, accumulate: bool) {
+    if !prologue(&a, &b, c, ldc, accumulate) {
+        return;
+    }
+    if T::DTYPE == DType::F32 {
+        // SAFETY: T::DTYPE == F32 means T is f32 (Float is implemented for f32 and f64 only).
+        let (a, b, c) = unsafe { (cast_mat(a), cast_mat(b), &mut *(c as *mut [T] as *mut [f32])) };
+        driver::gemm_f32(&spec(default_path()), a, b, c, ldc, accumulate);
+    } else {
+        reference_gemm(a, b, c, ldc, accumulate);
+    }
+}
+
+/// f32 GEMM on an explicit SIMD path (tests and benchmarks compare the paths). Errors when this
+/// CPU cannot run `path`.
+pub fn gemm_with_path(
+    path: GemmPath,
+    a: MatRef<'_, f32>,
+    b: MatRef<'_, f32>,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) -> Result<()> {
+    if !available_paths().contains(&path) {
+        return Err(Error::Msg(format!("gemm_with_path: {path:?} is not supported by this CPU")));
+    }
+    if prologue(&a, &b, c, ldc, accumulate) {
+        driver::gemm_f32(&spec(path), a, b, c, ldc, accumulate);
+    }
+    Ok(())
+}
+
+/// # Safety
+/// `T` must be f32.
+unsafe fn cast_mat<'a, T>(m: MatRef<'a, T>) -> MatRef<'a, f32> {
+    let data = std::slice::from_raw_parts(m.data.as_ptr() as *const f32, m.data.len());
+    MatRef { data, rows: m.rows, cols: m.cols, rs: m.rs, cs: m.cs }
+}
+
+/// Straightforward row-parallel kernel (f64): B packed row-major once, then each C row is a sum
+/// of scaled B rows (the inner loop vectorises).
 fn reference_gemm<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T], ldc: usize, accumulate: bool) {
     let (m, n, k) = (a.rows, b.cols, a.cols);
     let packed: Vec<T>;

@@ -1,0 +1,80 @@
+//! Packing of A blocks into MR-row panels and B blocks into NR-column panels, zero-padded to
+//! whole panels so the microkernel never branches on edges. Packing also absorbs any strides
+//! (transposed operands are just another stride pair).
+
+use super::MatRef;
+
+/// Packs rows `i0..i0+mc`, depths `p0..p0+kc` of `a` into `dst` as ceil(mc/MR) panels of
+/// `kc * MR` values (for each k, MR row values).
+pub(crate) fn pack_a(a: &MatRef<'_, f32>, i0: usize, mc: usize, p0: usize, kc: usize, mr: usize, dst: &mut [f32]) {
+    let panels = mc.div_ceil(mr);
+    for pi in 0..panels {
+        let r0 = i0 + pi * mr;
+        let rows = mr.min(i0 + mc - r0);
+        let panel = &mut dst[pi * kc * mr..(pi + 1) * kc * mr];
+        if a.rs == 1 && rows == mr {
+            // Column-major A (a transposed operand): each k step is contiguous.
+            for p in 0..kc {
+                let src = &a.data[r0 + (p0 + p) * a.cs..][..mr];
+                panel[p * mr..p * mr + mr].copy_from_slice(src);
+            }
+        } else {
+            for i in 0..rows {
+                let base = (r0 + i) * a.rs + p0 * a.cs;
+                if a.cs == 1 {
+                    let src = &a.data[base..base + kc];
+                    for (p, &v) in src.iter().enumerate() {
+                        panel[p * mr + i] = v;
+                    }
+                } else {
+                    for p in 0..kc {
+                        panel[p * mr + i] = a.data[base + p * a.cs];
+                    }
+                }
+            }
+            for i in rows..mr {
+                for p in 0..kc {
+                    panel[p * mr + i] = 0.0;
+                }
+            }
+        }
+    }
+}
+
+/// Packs one NR-wide panel of B: columns `j0..j0+cols` (cols <= NR), depths `p0..p0+kc`.
+pub(crate) fn pack_b_panel(
+    b: &MatRef<'_, f32>,
+    j0: usize,
+    cols: usize,
+    p0: usize,
+    kc: usize,
+    nr: usize,
+    dst: &mut [f32],
+) {
+    if b.cs == 1 && cols == nr {
+        for p in 0..kc {
+            let src = &b.data[(p0 + p) * b.rs + j0..][..nr];
+            dst[p * nr..p * nr + nr].copy_from_slice(src);
+        }
+    } else if b.rs == 1 {
+        // Transposed B: walk each column contiguously along k.
+        for j in 0..cols {
+            let base = (j0 + j) * b.cs + p0;
+            let src = &b.data[base..base + kc];
+            for (p, &v) in src.iter().enumerate() {
+                dst[p * nr + j] = v;
+            }
+        }
+        for p in 0..kc {
+            dst[p * nr + cols..p * nr + nr].iter_mut().for_each(|v| *v = 0.0);
+        }
+    } else {
+        for p in 0..kc {
+            let row = &mut dst[p * nr..p * nr + nr];
+            let base = (p0 + p) * b.rs;
+            for (j, v) in row.iter_mut().enumerate() {
+                *v = if j < cols { b.data[base + (j0 + j) * b.cs] } else { 0.0 };
+            }
+        }
+    }
+}
