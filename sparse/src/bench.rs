@@ -1,0 +1,1 @@
+//! Sparse vs dense timing table (filled below).

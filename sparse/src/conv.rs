@@ -1,0 +1,201 @@
+//! Sparse 2-D convolution: submanifold (stride 1, output sites = input sites), strided (output
+//! sites from the context) and depthwise, as differentiable engine ops.
+//!
+//! Semantics equal SparK's dense simulation: a dense conv on the zero-filled input, then the
+//! output multiplied by the output mask. Inactive inputs contribute nothing and inactive outputs
+//! are not stored; active outputs get the bias even when no input in their window is active.
+
+use crate::conv_kernels::{self as k, ConvDims};
+use crate::{KernelGeom, KernelMap, SparseContext, SparseTensor};
+use spark_engine::{with_float, Conv2dParams, Error, Op, Result, Tensor};
+use std::sync::Arc;
+
+/// How a groups == 1 convolution is computed. Both forms give the same numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvAlgo {
+    /// Chosen by measured speed (see `docs/benchmarks.md`, section "sparse").
+    Auto,
+    /// Classic rulebook: per kernel offset gather, GEMM `[P_k, Cin] x [Cin, Cout]`, scatter-add.
+    PerOffset,
+    /// Gather `[N_out, K*Cin]` along the neighbour table, one GEMM with `[K*Cin, Cout]`.
+    ImplicitGemm,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    PerOffset,
+    Implicit,
+    Depthwise,
+}
+
+/// Sparse conv with PyTorch `Conv2d` semantics on the active sites. `weight` is
+/// `[Cout, Cin/groups, kh, kw]`, `bias` `[Cout]`. Stride 1 with "same" output size keeps the
+/// input sites (submanifold); anything else takes its output sites from `ctx`.
+pub fn sparse_conv2d(
+    x: &SparseTensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    params: Conv2dParams,
+    ctx: &mut SparseContext,
+) -> Result<SparseTensor> {
+    sparse_conv2d_with(x, weight, bias, params, ctx, ConvAlgo::Auto)
+}
+
+/// `sparse_conv2d` with an explicit algorithm for groups == 1 (benches and tests compare them).
+pub fn sparse_conv2d_with(
+    x: &SparseTensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    params: Conv2dParams,
+    ctx: &mut SparseContext,
+    algo: ConvAlgo,
+) -> Result<SparseTensor> {
+    let geom = check_conv(x, weight, bias, &params)?;
+    let out_set = ctx.output_set(&x.active, geom)?;
+    let map = ctx.kernel_map(&x.active, &out_set, geom)?;
+    let features = conv_features(&x.features, weight, bias, &map, params.groups, algo)?;
+    Ok(SparseTensor { features, active: out_set })
+}
+
+fn check_conv(x: &SparseTensor, weight: &Tensor, bias: Option<&Tensor>, p: &Conv2dParams) -> Result<KernelGeom> {
+    let op = "sparse_conv2d";
+    let cin = x.channels();
+    let &[cout, cig, kh, kw] = weight.dims() else {
+        return Err(Error::Shape {
+            op,
+            msg: format!("weight must be [Cout, Cin/groups, kh, kw], got {:?}", weight.dims()),
+        });
+    };
+    let groups = p.groups;
+    if groups == 0 || !cin.is_multiple_of(groups) || !cout.is_multiple_of(groups) || cig * groups != cin {
+        return Err(Error::Shape {
+            op,
+            msg: format!("input has {cin} channels, weight {:?} with groups {groups} does not fit", weight.dims()),
+        });
+    }
+    if let Some(b) = bias {
+        if b.dims() != [cout] {
+            return Err(Error::Shape { op, msg: format!("bias must be [{cout}], got {:?}", b.dims()) });
+        }
+        if b.dtype() != x.features.dtype() {
+            return Err(Error::DTypeMismatch { op, lhs: x.features.dtype(), rhs: b.dtype() });
+        }
+    }
+    if weight.dtype() != x.features.dtype() {
+        return Err(Error::DTypeMismatch { op, lhs: x.features.dtype(), rhs: weight.dtype() });
+    }
+    let geom = KernelGeom::conv([kh, kw], p);
+    geom.out_size(op, x.active.h(), x.active.w())?;
+    Ok(geom)
+}
+
+/// The measured choice for groups == 1 (see the sparse section of docs/benchmarks.md): the
+/// implicit GEMM is faster for every ResNet shape measured, because it runs one large GEMM
+/// instead of K small ones and never scatter-adds.
+fn auto_kind(_map: &KernelMap, _d: ConvDims) -> Kind {
+    Kind::Implicit
+}
+
+/// The conv on a feature matrix over a prebuilt kernel map: `x` `[map.n_in(), Cin]` ->
+/// `[map.n_out(), Cout]`. Lower level than `sparse_conv2d` (no context), for benches.
+pub fn conv_features(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    map: &Arc<KernelMap>,
+    groups: usize,
+    algo: ConvAlgo,
+) -> Result<Tensor> {
+    let op = "sparse_conv2d";
+    let &[cout, cig, kh, kw] = weight.dims() else {
+        return Err(Error::Shape { op, msg: format!("weight must be 4-D, got {:?}", weight.dims()) });
+    };
+    let cin = cig * groups;
+    if x.dims() != [map.n_in(), cin] || kh * kw != map.volume() || groups == 0 || !cout.is_multiple_of(groups) {
+        return Err(Error::Shape {
+            op,
+            msg: format!(
+                "features {:?} / weight {:?} (groups {groups}) do not fit a kernel map of {} offsets over {} input rows",
+                x.dims(),
+                weight.dims(),
+                map.volume(),
+                map.n_in()
+            ),
+        });
+    }
+    let d = ConvDims { cin, cout, groups, kvol: kh * kw };
+    let kind = if groups > 1 && groups == cin && cout == cin {
+        Kind::Depthwise
+    } else if groups > 1 {
+        Kind::Implicit
+    } else {
+        match algo {
+            ConvAlgo::Auto => auto_kind(map, d),
+            ConvAlgo::PerOffset => Kind::PerOffset,
+            ConvAlgo::ImplicitGemm => Kind::Implicit,
+        }
+    };
+    let mut inputs = vec![x.clone(), weight.clone()];
+    if let Some(b) = bias {
+        inputs.push(b.clone());
+    }
+    let n_out = map.n_out();
+    with_float!(x.dtype(), op, |T| {
+        let w = weight.to_vec::<T>()?;
+        let b = bias.map(|b| b.to_vec::<T>()).transpose()?;
+        let y = x.with_slice(|xs: &[T]| match kind {
+            Kind::PerOffset => k::per_offset_forward(xs, &w, b.as_deref(), map, d),
+            Kind::Implicit => k::implicit_forward(xs, &w, b.as_deref(), map, d),
+            Kind::Depthwise => k::depthwise_forward(xs, &w, b.as_deref(), map, cin),
+        })?;
+        Ok(Tensor::from_vec_op(y, &[n_out, cout], inputs, ConvOp { map: map.clone(), d, kind }))
+    })
+}
+
+struct ConvOp {
+    map: Arc<KernelMap>,
+    d: ConvDims,
+    kind: Kind,
+}
+
+impl Op for ConvOp {
+    fn name(&self) -> &'static str {
+        "sparse_conv2d"
+    }
+    fn backward(&self, inputs: &[Tensor], _out: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let (x, weight) = (&inputs[0], &inputs[1]);
+        let want_dx = x.requires_grad();
+        let want_dw = weight.requires_grad();
+        let want_db = inputs.len() > 2 && inputs[2].requires_grad();
+        let (map, d) = (&*self.map, self.d);
+        with_float!(g.dtype(), "sparse_conv2d backward", |T| {
+            let w = weight.to_vec::<T>()?;
+            let g = g.contiguous()?;
+            let (dx, dw, db) = g.with_slice(|dy: &[T]| {
+                x.with_slice(|xs: &[T]| {
+                    let (dx, dw) = match self.kind {
+                        Kind::PerOffset => k::per_offset_backward(xs, &w, dy, map, d, want_dx, want_dw),
+                        Kind::Implicit => (
+                            if want_dx { k::implicit_grad_input(dy, &w, map, d) } else { Vec::new() },
+                            if want_dw { k::implicit_grad_weight(xs, dy, map, d) } else { Vec::new() },
+                        ),
+                        Kind::Depthwise => (
+                            if want_dx { k::depthwise_grad_input(dy, &w, map, d.cin) } else { Vec::new() },
+                            if want_dw { k::depthwise_grad_weight(xs, dy, map, d.cin) } else { Vec::new() },
+                        ),
+                    };
+                    let db = if want_db { k::column_sums(dy, d.cout) } else { Vec::new() };
+                    (dx, dw, db)
+                })
+            })??;
+            let mut grads = vec![
+                if want_dx { Some(Tensor::from_vec(dx, x.dims())?) } else { None },
+                if want_dw { Some(Tensor::from_vec(dw, weight.dims())?) } else { None },
+            ];
+            if inputs.len() > 2 {
+                grads.push(if want_db { Some(Tensor::from_vec(db, inputs[2].dims())?) } else { None });
+            }
+            Ok(grads)
+        })
+    }
+}

@@ -1,0 +1,214 @@
+//! `KernelMap` (rulebook): which input row feeds which output row through each kernel offset.
+//!
+//! Stored two ways, both conflict-free for parallel kernels:
+//! - `neighbours`: `[n_out, K]`, the input row under offset k of output row o (or -1). The forward
+//!   implicit GEMM gathers along it; each output row is written by one thread.
+//! - `reverse`: `[n_in, K]`, the output row that reads input row i through offset k (or -1). For a
+//!   fixed k the map output -> input is injective, so this is well defined; the input-gradient
+//!   GEMM gathers along it, again one writer per row.
+//!
+//! The per-offset (input row, output row) pair lists of the classic rulebook are derived lazily.
+
+use crate::ActiveSet;
+use rayon::prelude::*;
+use spark_engine::{Conv2dParams, Error, Result};
+use std::sync::OnceLock;
+
+/// Kernel geometry of a conv or pool window (index 0 = height, 1 = width).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct KernelGeom {
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+    pub dilation: [usize; 2],
+}
+
+impl KernelGeom {
+    /// The window of a convolution with kernel `[kh, kw]`.
+    pub fn conv(kernel: [usize; 2], p: &Conv2dParams) -> Self {
+        KernelGeom { kernel, stride: p.stride, padding: p.padding, dilation: p.dilation }
+    }
+    /// A pooling window (square, dilation 1).
+    pub fn pool(kernel: usize, stride: usize, padding: usize) -> Self {
+        KernelGeom { kernel: [kernel; 2], stride: [stride; 2], padding: [padding; 2], dilation: [1; 2] }
+    }
+    /// Number of kernel offsets.
+    pub fn volume(&self) -> usize {
+        self.kernel[0] * self.kernel[1]
+    }
+    /// Output size for an input `h x w` (PyTorch formula, floor mode), or an error when the
+    /// window does not fit.
+    pub fn out_size(&self, op: &'static str, h: usize, w: usize) -> Result<(usize, usize)> {
+        let one = |a: usize, n: usize| -> Option<usize> {
+            if self.kernel[a] == 0 || self.stride[a] == 0 || self.dilation[a] == 0 {
+                return None;
+            }
+            let span = self.dilation[a] * (self.kernel[a] - 1) + 1;
+            (n + 2 * self.padding[a]).checked_sub(span).map(|v| v / self.stride[a] + 1)
+        };
+        match (one(0, h), one(1, w)) {
+            (Some(oh), Some(ow)) => Ok((oh, ow)),
+            _ => Err(Error::Shape {
+                op,
+                msg: format!("window {self:?} does not fit an input of {h}x{w} (or has a zero extent/stride)"),
+            }),
+        }
+    }
+    /// Input coordinate read by output coordinate `o` through kernel index `k` along axis `a`.
+    #[inline]
+    pub fn input_coord(&self, a: usize, o: usize, k: usize) -> isize {
+        (o * self.stride[a] + k * self.dilation[a]) as isize - self.padding[a] as isize
+    }
+}
+
+/// The rulebook between an input and an output active set for one geometry.
+pub struct KernelMap {
+    geom: KernelGeom,
+    n_in: usize,
+    n_out: usize,
+    neighbours: Vec<i32>,
+    reverse: Vec<i32>,
+    identity: bool,
+    pairs: OnceLock<Vec<Vec<[u32; 2]>>>,
+}
+
+impl std::fmt::Debug for KernelMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KernelMap[{:?}, {} -> {} rows]", self.geom, self.n_in, self.n_out)
+    }
+}
+
+impl KernelMap {
+    /// Builds the map. `output` must have the batch size and the spatial size that `geom`
+    /// produces from `input`.
+    pub fn build(input: &ActiveSet, output: &ActiveSet, geom: KernelGeom) -> Result<KernelMap> {
+        let (oh, ow) = geom.out_size("KernelMap::build", input.h(), input.w())?;
+        if output.batch() != input.batch() || output.h() != oh || output.w() != ow {
+            return Err(Error::Shape {
+                op: "KernelMap::build",
+                msg: format!(
+                    "output set is {}x{}x{}, but {geom:?} maps the input {}x{}x{} to {}x{oh}x{ow}",
+                    output.batch(),
+                    output.h(),
+                    output.w(),
+                    input.batch(),
+                    input.h(),
+                    input.w(),
+                    input.batch()
+                ),
+            });
+        }
+        let k = geom.volume();
+        let [kh, kw] = geom.kernel;
+        let (ih, iw) = (input.h(), input.w());
+        let in_grid = input.grid();
+        let mut neighbours = vec![-1i32; output.len() * k];
+        neighbours.par_chunks_mut(k.max(1)).zip(output.coords().par_iter()).with_min_len(256).for_each(
+            |(row, &[b, oy, ox])| {
+                for ky in 0..kh {
+                    let iy = geom.input_coord(0, oy, ky);
+                    if iy < 0 || iy >= ih as isize {
+                        continue;
+                    }
+                    for kx in 0..kw {
+                        let ix = geom.input_coord(1, ox, kx);
+                        if ix < 0 || ix >= iw as isize {
+                            continue;
+                        }
+                        row[ky * kw + kx] = in_grid[(b * ih + iy as usize) * iw + ix as usize];
+                    }
+                }
+            },
+        );
+        let out_grid = output.grid();
+        let mut reverse = vec![-1i32; input.len() * k];
+        reverse.par_chunks_mut(k.max(1)).zip(input.coords().par_iter()).with_min_len(256).for_each(
+            |(row, &[b, iy, ix])| {
+                for ky in 0..kh {
+                    let Some(oy) = inverse(iy, ky, geom.stride[0], geom.padding[0], geom.dilation[0], oh) else {
+                        continue;
+                    };
+                    for kx in 0..kw {
+                        let Some(ox) = inverse(ix, kx, geom.stride[1], geom.padding[1], geom.dilation[1], ow) else {
+                            continue;
+                        };
+                        row[ky * kw + kx] = out_grid[(b * oh + oy) * ow + ox];
+                    }
+                }
+            },
+        );
+        let identity =
+            k == 1 && input.len() == output.len() && neighbours.iter().enumerate().all(|(o, &i)| i == o as i32);
+        Ok(KernelMap {
+            geom,
+            n_in: input.len(),
+            n_out: output.len(),
+            neighbours,
+            reverse,
+            identity,
+            pairs: OnceLock::new(),
+        })
+    }
+
+    pub fn geom(&self) -> KernelGeom {
+        self.geom
+    }
+    /// Number of kernel offsets K.
+    pub fn volume(&self) -> usize {
+        self.geom.volume()
+    }
+    pub fn n_in(&self) -> usize {
+        self.n_in
+    }
+    pub fn n_out(&self) -> usize {
+        self.n_out
+    }
+    /// True for a 1x1 map where output row o reads input row o (no gather needed).
+    pub fn is_identity(&self) -> bool {
+        self.identity
+    }
+    /// `[n_out, K]`: input row read by output row o through offset k, or -1.
+    pub fn neighbours(&self) -> &[i32] {
+        &self.neighbours
+    }
+    /// `[n_in, K]`: output row that reads input row i through offset k, or -1.
+    pub fn reverse(&self) -> &[i32] {
+        &self.reverse
+    }
+    /// The (input row, output row) pairs of kernel offset `k` (row-major over the kernel).
+    pub fn pairs(&self, k: usize) -> &[[u32; 2]] {
+        &self.all_pairs()[k]
+    }
+    /// Total number of (input, output) pairs over all offsets (the useful multiply-adds per
+    /// channel pair).
+    pub fn num_pairs(&self) -> usize {
+        self.neighbours.iter().filter(|&&r| r >= 0).count()
+    }
+    fn all_pairs(&self) -> &Vec<Vec<[u32; 2]>> {
+        self.pairs.get_or_init(|| {
+            let k = self.volume();
+            (0..k)
+                .into_par_iter()
+                .map(|kk| {
+                    (0..self.n_out)
+                        .filter_map(|o| {
+                            let i = self.neighbours[o * k + kk];
+                            (i >= 0).then_some([i as u32, o as u32])
+                        })
+                        .collect()
+                })
+                .collect()
+        })
+    }
+}
+
+/// The output coordinate that reads input coordinate `i` through kernel index `k`, if any.
+#[inline]
+fn inverse(i: usize, k: usize, stride: usize, pad: usize, dil: usize, out: usize) -> Option<usize> {
+    let t = (i + pad).checked_sub(k * dil)?;
+    if t % stride != 0 {
+        return None;
+    }
+    let o = t / stride;
+    (o < out).then_some(o)
+}
