@@ -92,8 +92,11 @@ fn batch_norm_eval_uses_running_stats() {
     let w = tensor(&wv, &[3], DType::F64);
     let b = tensor(&bv, &[3], DType::F64);
     let y = sparse_batch_norm(&x, Some(&w), Some(&b), Some(&rm), Some(&rv), false, 0.1, 1e-5).unwrap();
-    let want: Vec<f64> =
-        xv.iter().enumerate().map(|(i, v)| (v - rmv[i % 3]) / (rvv[i % 3] + 1e-5f64).sqrt() * wv[i % 3] + bv[i % 3]).collect();
+    let want: Vec<f64> = xv
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v - rmv[i % 3]) / (rvv[i % 3] + 1e-5f64).sqrt() * wv[i % 3] + bv[i % 3])
+        .collect();
     assert_rel("bn eval", &y.features.to_vec_f64().unwrap(), &want, 1e-12);
     assert_eq!(rm.to_vec_f64().unwrap(), rmv.to_vec(), "eval does not touch running stats");
     let g = gradcheck(

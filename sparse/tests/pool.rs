@@ -69,7 +69,8 @@ fn max_pool_sees_zeros_at_inactive_sites() {
     // One active site with a negative value beside an inactive one: the dense simulation's
     // max is the inactive site's 0, and no gradient reaches the active input.
     let set = Arc::new(ActiveSet::from_mask(&[true, false, true, true], 1, 2, 2).unwrap());
-    let x = SparseTensor::new(Tensor::from_vec(vec![-1.0f64, -2.0, -3.0], &[3, 1]).unwrap().to_variable(), set).unwrap();
+    let x =
+        SparseTensor::new(Tensor::from_vec(vec![-1.0f64, -2.0, -3.0], &[3, 1]).unwrap().to_variable(), set).unwrap();
     let mut ctx = SparseContext::generic();
     let y = sparse_max_pool2d(&x, 2, 2, 0, &mut ctx).unwrap();
     assert_eq!(y.features.to_vec_f64().unwrap(), vec![0.0]);

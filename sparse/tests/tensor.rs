@@ -84,12 +84,8 @@ fn from_dense_to_dense_round_trip_and_gradients() {
         let d = s.to_dense().unwrap();
         let want: Vec<f64> = densify(&rows_of(&xv, &set, 4), &set, 4);
         assert_eq!(d.to_vec_f64().unwrap(), want, "zeros at inactive sites");
-        gradcheck(
-            |xs| SparseTensor::from_dense(&xs[0], set.clone())?.to_dense(),
-            &[x.detach()],
-            GradCheck::default(),
-        )
-        .unwrap();
+        gradcheck(|xs| SparseTensor::from_dense(&xs[0], set.clone())?.to_dense(), &[x.detach()], GradCheck::default())
+            .unwrap();
     }
 }
 
