@@ -1,4 +1,6 @@
 //! CPU kernels. Ops in `ops/` check shapes and dispatch here for CPU storage.
 
 pub mod conv;
+pub mod conv_dw;
 pub mod gemm;
+pub mod scratch;

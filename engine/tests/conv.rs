@@ -1,0 +1,301 @@
+//! conv2d / conv_transpose2d: forward against a naive f64 loop, gradient checks for every
+//! geometry (stride, padding, dilation, groups, depthwise, 1x1, output_padding), f32 vs f64
+//! agreement on the fast (GEMM / depthwise) kernels, and the PyTorch golden vectors.
+
+use spark_engine::testing::{assert_close, gradcheck, GradCheck};
+use spark_engine::{Conv2dParams, ConvTranspose2dParams, DType, Device, Rng, Tensor};
+
+fn randn(shape: &[usize], seed: u64) -> Tensor {
+    Tensor::randn(shape, 0.0, 1.0, &mut Rng::new(seed), DType::F64, Device::Cpu).unwrap()
+}
+
+/// Direct 7-loop convolution in f64 (the definition).
+fn naive_conv(x: &Tensor, w: &Tensor, b: Option<&Tensor>, p: Conv2dParams) -> Vec<f64> {
+    let (xd, wd) = (x.dims().to_vec(), w.dims().to_vec());
+    let (xv, wv) = (x.to_vec_f64().unwrap(), w.to_vec_f64().unwrap());
+    let bv = b.map(|b| b.to_vec_f64().unwrap());
+    let (n, cin, h, wi) = (xd[0], xd[1], xd[2], xd[3]);
+    let (cout, cin_g, kh, kw) = (wd[0], wd[1], wd[2], wd[3]);
+    let cout_g = cout / p.groups;
+    let oh = p.out_size(0, h, kh).unwrap();
+    let ow = p.out_size(1, wi, kw).unwrap();
+    let mut out = vec![0.0; n * cout * oh * ow];
+    for ni in 0..n {
+        for co in 0..cout {
+            let gi = co / cout_g;
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut s = bv.as_ref().map_or(0.0, |b| b[co]);
+                    for ci in 0..cin_g {
+                        let c = gi * cin_g + ci;
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let iy = (oy * p.stride[0] + ky * p.dilation[0]) as isize - p.padding[0] as isize;
+                                let ix = (ox * p.stride[1] + kx * p.dilation[1]) as isize - p.padding[1] as isize;
+                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= wi as isize {
+                                    continue;
+                                }
+                                s += xv[((ni * cin + c) * h + iy as usize) * wi + ix as usize]
+                                    * wv[((co * cin_g + ci) * kh + ky) * kw + kx];
+                            }
+                        }
+                    }
+                    out[((ni * cout + co) * oh + oy) * ow + ox] = s;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Transposed conv by its scatter definition: every input pixel adds w * x at
+/// `o = i*stride - padding + k*dilation`.
+fn naive_conv_transpose(x: &Tensor, w: &Tensor, b: Option<&Tensor>, p: ConvTranspose2dParams) -> Vec<f64> {
+    let (xd, wd) = (x.dims().to_vec(), w.dims().to_vec());
+    let (xv, wv) = (x.to_vec_f64().unwrap(), w.to_vec_f64().unwrap());
+    let (n, cin, h, wi) = (xd[0], xd[1], xd[2], xd[3]);
+    let (cout_g, kh, kw) = (wd[1], wd[2], wd[3]);
+    let cin_g = cin / p.groups;
+    let cout = cout_g * p.groups;
+    let oh = p.out_size(0, h, kh).unwrap();
+    let ow = p.out_size(1, wi, kw).unwrap();
+    let mut out = vec![0.0; n * cout * oh * ow];
+    if let Some(b) = b {
+        let bv = b.to_vec_f64().unwrap();
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = bv[(i / (oh * ow)) % cout];
+        }
+    }
+    for ni in 0..n {
+        for ci in 0..cin {
+            let gi = ci / cin_g;
+            for iy in 0..h {
+                for ix in 0..wi {
+                    let xval = xv[((ni * cin + ci) * h + iy) * wi + ix];
+                    for co in 0..cout_g {
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let oy = (iy * p.stride[0] + ky * p.dilation[0]) as isize - p.padding[0] as isize;
+                                let ox = (ix * p.stride[1] + kx * p.dilation[1]) as isize - p.padding[1] as isize;
+                                if oy < 0 || ox < 0 || oy >= oh as isize || ox >= ow as isize {
+                                    continue;
+                                }
+                                let c = gi * cout_g + co;
+                                out[((ni * cout + c) * oh + oy as usize) * ow + ox as usize] +=
+                                    xval * wv[((ci * cout_g + co) * kh + ky) * kw + kx];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// (input shape, weight shape, params) cases covering every geometry the issue lists.
+fn conv_cases() -> Vec<(&'static str, [usize; 4], [usize; 4], Conv2dParams)> {
+    vec![
+        ("3x3 s1 p1", [2, 3, 6, 5], [4, 3, 3, 3], Conv2dParams::new(1, 1)),
+        ("3x3 s2 p1", [2, 3, 7, 6], [4, 3, 3, 3], Conv2dParams::new(2, 1)),
+        ("3x3 s1 p0 no-pad", [1, 2, 5, 5], [3, 2, 3, 3], Conv2dParams::new(1, 0)),
+        ("3x3 dilation 2", [1, 2, 7, 7], [3, 2, 3, 3], Conv2dParams::new(1, 2).with_dilation(2)),
+        ("groups 2", [2, 4, 5, 5], [6, 2, 3, 3], Conv2dParams::new(1, 1).with_groups(2)),
+        ("depthwise 3x3", [2, 4, 6, 6], [4, 1, 3, 3], Conv2dParams::new(1, 1).with_groups(4)),
+        ("depthwise 3x3 s2", [2, 3, 7, 7], [3, 1, 3, 3], Conv2dParams::new(2, 1).with_groups(3)),
+        ("depthwise 7x7 p3", [1, 2, 8, 9], [2, 1, 7, 7], Conv2dParams::new(1, 3).with_groups(2)),
+        ("depthwise dilation 2", [1, 2, 7, 7], [2, 1, 3, 3], Conv2dParams::new(1, 2).with_dilation(2).with_groups(2)),
+        ("1x1", [2, 5, 4, 3], [3, 5, 1, 1], Conv2dParams::new(1, 0)),
+        ("1x1 s2", [2, 5, 5, 4], [3, 5, 1, 1], Conv2dParams::new(2, 0)),
+        (
+            "asymmetric 2x3 s(2,1) p(1,0)",
+            [1, 2, 6, 7],
+            [3, 2, 2, 3],
+            Conv2dParams { stride: [2, 1], padding: [1, 0], dilation: [1, 1], groups: 1 },
+        ),
+        ("7x7 s2 p3 stem", [1, 3, 9, 9], [4, 3, 7, 7], Conv2dParams::new(2, 3)),
+    ]
+}
+
+#[test]
+fn conv2d_forward_matches_naive() {
+    for (i, (name, xs, ws, p)) in conv_cases().into_iter().enumerate() {
+        let x = randn(&xs, 10 + i as u64);
+        let w = randn(&ws, 100 + i as u64);
+        let b = randn(&[ws[0]], 200 + i as u64);
+        let y = x.conv2d(&w, Some(&b), p).unwrap();
+        assert_close(name, &y.to_vec_f64().unwrap(), &naive_conv(&x, &w, Some(&b), p), 1e-10, 1e-10);
+        // f32 through the SIMD GEMM / depthwise kernels.
+        let y32 = x
+            .to_dtype(DType::F32)
+            .unwrap()
+            .conv2d(&w.to_dtype(DType::F32).unwrap(), Some(&b.to_dtype(DType::F32).unwrap()), p)
+            .unwrap();
+        assert_close(name, &y32.to_vec_f64().unwrap(), &naive_conv(&x, &w, Some(&b), p), 1e-4, 1e-4);
+    }
+}
+
+#[test]
+fn conv2d_gradcheck_every_geometry() {
+    for (i, (name, xs, ws, p)) in conv_cases().into_iter().enumerate() {
+        let x = randn(&xs, 30 + i as u64);
+        let w = randn(&ws, 130 + i as u64);
+        let b = randn(&[ws[0]], 230 + i as u64);
+        gradcheck(|t| t[0].conv2d(&t[1], Some(&t[2]), p), &[x.clone(), w.clone(), b], GradCheck::default())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        gradcheck(|t| t[0].conv2d(&t[1], None, p), &[x, w], GradCheck::default())
+            .unwrap_or_else(|e| panic!("{name} (no bias): {e}"));
+    }
+}
+
+#[test]
+fn conv2d_gradcheck_non_contiguous_input() {
+    // Input is a permuted view: the op must read it through its strides.
+    let x = randn(&[2, 5, 4, 3], 1);
+    let w = randn(&[4, 3, 3, 3], 2);
+    gradcheck(
+        |t| t[0].permute(&[0, 3, 2, 1])?.conv2d(&t[1], None, Conv2dParams::new(1, 1)),
+        &[x, w],
+        GradCheck::default(),
+    )
+    .unwrap();
+}
+
+fn convt_cases() -> Vec<(&'static str, [usize; 4], [usize; 4], ConvTranspose2dParams)> {
+    let mut op = ConvTranspose2dParams::new(2, 1);
+    op.output_padding = [1, 1];
+    let mut dil = ConvTranspose2dParams::new(1, 1);
+    dil.dilation = [2, 2];
+    let mut grp = ConvTranspose2dParams::new(2, 0);
+    grp.groups = 2;
+    let mut dw = ConvTranspose2dParams::new(2, 1);
+    dw.groups = 3;
+    let mut asym = ConvTranspose2dParams::new(2, 1);
+    asym.stride = [2, 3];
+    asym.output_padding = [0, 2];
+    vec![
+        ("4x4 s2 p1 (SparK decoder)", [2, 3, 4, 5], [3, 2, 4, 4], ConvTranspose2dParams::new(2, 1)),
+        ("3x3 s2 p1 output_padding 1", [1, 3, 4, 4], [3, 2, 3, 3], op),
+        ("3x3 s1 p1 dilation 2", [1, 2, 5, 5], [2, 3, 3, 3], dil),
+        ("2x2 s2 groups 2", [1, 4, 3, 3], [4, 3, 2, 2], grp),
+        ("depthwise 4x4 s2", [1, 3, 4, 4], [3, 1, 4, 4], dw),
+        ("asym stride (2,3) output_padding (0,2)", [1, 2, 3, 4], [2, 2, 3, 3], asym),
+    ]
+}
+
+#[test]
+fn conv_transpose2d_forward_matches_naive() {
+    for (i, (name, xs, ws, p)) in convt_cases().into_iter().enumerate() {
+        let x = randn(&xs, 40 + i as u64);
+        let w = randn(&ws, 140 + i as u64);
+        let b = randn(&[ws[1] * p.groups], 240 + i as u64);
+        let y = x.conv_transpose2d(&w, Some(&b), p).unwrap();
+        let expect = naive_conv_transpose(&x, &w, Some(&b), p);
+        assert_close(name, &y.to_vec_f64().unwrap(), &expect, 1e-10, 1e-10);
+        let y32 = x
+            .to_dtype(DType::F32)
+            .unwrap()
+            .conv_transpose2d(&w.to_dtype(DType::F32).unwrap(), Some(&b.to_dtype(DType::F32).unwrap()), p)
+            .unwrap();
+        assert_close(name, &y32.to_vec_f64().unwrap(), &expect, 1e-4, 1e-4);
+    }
+}
+
+#[test]
+fn conv_transpose2d_gradcheck() {
+    for (i, (name, xs, ws, p)) in convt_cases().into_iter().enumerate() {
+        let x = randn(&xs, 50 + i as u64);
+        let w = randn(&ws, 150 + i as u64);
+        let b = randn(&[ws[1] * p.groups], 250 + i as u64);
+        gradcheck(|t| t[0].conv_transpose2d(&t[1], Some(&t[2]), p), &[x, w, b], GradCheck::default())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}
+
+#[test]
+fn conv_shape_errors_name_the_op() {
+    let x = randn(&[1, 3, 5, 5], 1);
+    let e = x.conv2d(&randn(&[4, 2, 3, 3], 2), None, Conv2dParams::new(1, 1)).unwrap_err();
+    assert!(e.to_string().contains("conv2d"), "{e}");
+    let e = x.conv2d(&randn(&[4, 3, 7, 7], 2), None, Conv2dParams::new(1, 0)).unwrap_err();
+    assert!(e.to_string().contains("conv2d"), "{e}");
+    let e = x.conv2d(&randn(&[4, 3, 3, 3], 2), Some(&randn(&[3], 3)), Conv2dParams::new(1, 0)).unwrap_err();
+    assert!(e.to_string().contains("bias"), "{e}");
+    let e = x.conv2d(&randn(&[4, 3, 3, 3], 2), None, Conv2dParams::new(0, 0)).unwrap_err();
+    assert!(e.to_string().contains("stride"), "{e}");
+    let mut p = ConvTranspose2dParams::new(2, 1);
+    p.output_padding = [2, 2];
+    let e = x.conv_transpose2d(&randn(&[3, 2, 4, 4], 2), None, p).unwrap_err();
+    assert!(e.to_string().contains("conv_transpose2d"), "{e}");
+    let x32 = x.to_dtype(DType::F32).unwrap();
+    assert!(x32.conv2d(&randn(&[4, 3, 3, 3], 2), None, Conv2dParams::new(1, 1)).is_err());
+}
+
+// ------------------------------------------------------------------ golden vectors (PyTorch)
+
+struct Golden {
+    bytes: Vec<u8>,
+}
+
+impl Golden {
+    fn load(name: &str) -> Golden {
+        let path = format!("{}/../tests/data/golden/{name}", env!("CARGO_MANIFEST_DIR"));
+        Golden { bytes: std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}")) }
+    }
+    fn get(&self, name: &str) -> Tensor {
+        let st = safetensors::SafeTensors::deserialize(&self.bytes).unwrap();
+        let t = st.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(t.dtype(), safetensors::Dtype::F32, "{name}");
+        let v: Vec<f32> = t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        Tensor::from_vec(v, t.shape()).unwrap()
+    }
+}
+
+/// Runs `f(x, w, b)` on the file's f32 `input`/`weight`/`bias` as variables, backpropagates
+/// `grad_out`, and compares output and the three gradients with the file.
+fn golden_case(file: &str, f: impl Fn(&Tensor, &Tensor, &Tensor) -> Tensor, tol: [(f64, f64); 4]) {
+    let g = Golden::load(file);
+    let (x, w, b) = (g.get("input").to_variable(), g.get("weight").to_variable(), g.get("bias").to_variable());
+    let y = f(&x, &w, &b);
+    let grads = y.backward_with(&g.get("grad_out")).unwrap();
+    let check = |what: &str, t: &Tensor, (atol, rtol): (f64, f64)| {
+        assert_close(
+            &format!("{file} {what}"),
+            &t.to_vec_f64().unwrap(),
+            &g.get(what).to_vec_f64().unwrap(),
+            atol,
+            rtol,
+        )
+    };
+    check("output", &y, tol[0]);
+    check("grad_input", grads.get(&x).unwrap(), tol[1]);
+    check("grad_weight", grads.get(&w).unwrap(), tol[2]);
+    check("grad_bias", grads.get(&b).unwrap(), tol[3]);
+}
+
+#[test]
+fn golden_conv3x3_s1() {
+    golden_case(
+        "conv3x3_s1_masked.safetensors",
+        |x, w, b| x.conv2d(w, Some(b), Conv2dParams::new(1, 1)).unwrap(),
+        [(1e-5, 1e-4), (2e-5, 1e-4), (2e-3, 1e-4), (2e-3, 1e-5)],
+    );
+}
+
+#[test]
+fn golden_conv3x3_s2() {
+    golden_case(
+        "conv3x3_s2_masked.safetensors",
+        |x, w, b| x.conv2d(w, Some(b), Conv2dParams::new(2, 1)).unwrap(),
+        [(1e-5, 1e-4), (1e-5, 1e-4), (5e-4, 1e-4), (5e-4, 1e-5)],
+    );
+}
+
+#[test]
+fn golden_conv_transpose4x4_s2() {
+    golden_case(
+        "convtranspose4x4_s2.safetensors",
+        |x, w, b| x.conv_transpose2d(w, Some(b), ConvTranspose2dParams::new(2, 1)).unwrap(),
+        [(1e-5, 1e-4), (2e-5, 1e-4), (5e-4, 1e-4), (5e-4, 1e-5)],
+    );
+}
