@@ -3,4 +3,5 @@
 pub mod conv;
 pub mod conv_dw;
 pub mod gemm;
+pub mod pool;
 pub mod scratch;
