@@ -46,7 +46,7 @@ fn max_pool_matches_naive_and_gradchecks() {
         let y = x.max_pool2d(k, s, p).unwrap();
         let (oh, ow) = (y.dims()[2], y.dims()[3]);
         assert_eq!(oh, (hw + 2 * p - k) / s + 1);
-        let win = |o: usize, _n: usize, _o: usize| ((o * s) as isize - p as isize, (o * s + k) as isize - p as isize);
+        let win = |o: usize, _n: usize, _out: usize| ((o * s) as isize - p as isize, (o * s + k) as isize - p as isize);
         assert_close("max_pool2d", &y.to_vec_f64().unwrap(), &naive_pool(&x, oh, ow, win, true, |_, _| 1.0), 0.0, 0.0);
         gradcheck(|t| t[0].max_pool2d(k, s, p), &[x], GradCheck::default()).unwrap();
     }
@@ -58,7 +58,7 @@ fn avg_pool_counts_padding_and_gradchecks() {
         let x = randn(&[2, 2, hw, hw], 10 + i as u64);
         let y = x.avg_pool2d(k, s, p).unwrap();
         let (oh, ow) = (y.dims()[2], y.dims()[3]);
-        let win = |o: usize, _n: usize, _o: usize| ((o * s) as isize - p as isize, (o * s + k) as isize - p as isize);
+        let win = |o: usize, _n: usize, _out: usize| ((o * s) as isize - p as isize, (o * s + k) as isize - p as isize);
         // count_include_pad=True: the divisor is always k*k here (floor mode).
         let expect = naive_pool(&x, oh, ow, win, false, |_, _| (k * k) as f64);
         assert_close("avg_pool2d", &y.to_vec_f64().unwrap(), &expect, 1e-12, 1e-12);
