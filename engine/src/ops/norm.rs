@@ -1,1 +1,688 @@
-//! (filled by the engine ops work)
+//! Normalisation layers: batch_norm (`[N, C, *]`, statistics per channel), layer_norm over the
+//! trailing dims (channels-last), and layer_norm_channels_first (`[N, C, *]`, statistics per
+//! position over C, as ConvNeXt's `channels_first` LayerNorm).
+//!
+//! Each op is fused: one pass for the statistics (f64 accumulators in 8 independent lanes so
+//! the loop vectorises), one pass that normalises; backward uses the closed forms with one
+//! reduction pass and one elementwise pass. Work is split with rayon when the tensor is large;
+//! `with_min_len(usize::MAX)` keeps small tensors on the calling thread.
+
+use crate::autograd::Op;
+use crate::layout::numel;
+use crate::ops::binary::PAR_THRESHOLD;
+use crate::tensor::check_cpu;
+use crate::{shape_err, with_float, Error, Float, Result, Tensor};
+use rayon::prelude::*;
+
+/// Minimum items per rayon task: everything on one thread below `PAR_THRESHOLD` elements of
+/// work, otherwise tasks of at least ~4096 elements.
+fn min_len(work: usize, item: usize) -> usize {
+    if work < PAR_THRESHOLD {
+        usize::MAX
+    } else {
+        (4096 / item.max(1)).max(1)
+    }
+}
+
+/// `(sum f(a_i, b_i).0, sum f(a_i, b_i).1)` with 8 accumulator lanes (vectorisable).
+#[inline(always)]
+fn sum2<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> (f64, f64)) -> (f64, f64) {
+    let (mut p, mut q) = ([0.0f64; 8], [0.0f64; 8]);
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ar, br) = (ac.remainder(), bc.remainder());
+    for (x, y) in ac.zip(bc) {
+        for l in 0..8 {
+            let (u, v) = f(x[l], y[l]);
+            p[l] += u;
+            q[l] += v;
+        }
+    }
+    for (&x, &y) in ar.iter().zip(br) {
+        let (u, v) = f(x, y);
+        p[0] += u;
+        q[0] += v;
+    }
+    (p.iter().sum(), q.iter().sum())
+}
+
+/// Per-channel pair of sums over `[n, c, s]` data: `sum_{i,k} make(ch)(a[i,ch,k], b[i,ch,k])`.
+fn channel_sums<T: Float, G, M>(a: &[T], b: &[T], n: usize, c: usize, s: usize, make: M) -> Vec<(f64, f64)>
+where
+    M: Fn(usize) -> G + Sync,
+    G: Fn(T, T) -> (f64, f64) + Sync,
+{
+    let total = n * c * s;
+    if s >= 64 {
+        // Long contiguous segments: one task per channel.
+        (0..c)
+            .into_par_iter()
+            .with_min_len(min_len(total, n * s))
+            .map(|ch| {
+                let f = make(ch);
+                let mut acc = (0.0, 0.0);
+                for i in 0..n {
+                    let o = (i * c + ch) * s;
+                    let (u, v) = sum2(&a[o..o + s], &b[o..o + s], &f);
+                    acc.0 += u;
+                    acc.1 += v;
+                }
+                acc
+            })
+            .collect()
+    } else {
+        // Short segments ([N, C] or tiny maps): walk contiguous rows, one accumulator per channel.
+        let fs: Vec<G> = (0..c).map(&make).collect();
+        let fs = &fs;
+        let row = c * s;
+        (0..n)
+            .into_par_iter()
+            .with_min_len(min_len(total, row))
+            .fold(
+                || vec![(0.0, 0.0); c],
+                |mut acc, i| {
+                    for (ch, (f, slot)) in fs.iter().zip(acc.iter_mut()).enumerate() {
+                        let o = i * row + ch * s;
+                        for (&x, &y) in a[o..o + s].iter().zip(&b[o..o + s]) {
+                            let (u, v) = f(x, y);
+                            slot.0 += u;
+                            slot.1 += v;
+                        }
+                    }
+                    acc
+                },
+            )
+            .reduce(
+                || vec![(0.0, 0.0); c],
+                |mut x, y| {
+                    for (p, q) in x.iter_mut().zip(y) {
+                        p.0 += q.0;
+                        p.1 += q.1;
+                    }
+                    x
+                },
+            )
+    }
+}
+
+/// `out[i, ch, k] = f(ch, offset)(segment)` over `[n, c, s]`: calls `f(ch, offset, out_segment)`
+/// for each (i, ch) segment of length `s` starting at element `offset`.
+fn channel_map<T: Float>(out: &mut [T], c: usize, s: usize, f: impl Fn(usize, usize, &mut [T]) + Sync + Send) {
+    if s == 0 {
+        return;
+    }
+    let ml = min_len(out.len(), s);
+    out.par_chunks_mut(s).enumerate().with_min_len(ml).for_each(|(j, o)| f(j % c, j * s, o));
+}
+
+/// Checks an optional per-feature tensor (dtype of `x`, shape `shape`).
+fn check_param(op: &'static str, name: &str, p: Option<&Tensor>, x: &Tensor, shape: &[usize]) -> Result<()> {
+    let Some(p) = p else { return Ok(()) };
+    if p.dtype() != x.dtype() {
+        return Err(Error::DTypeMismatch { op, lhs: x.dtype(), rhs: p.dtype() });
+    }
+    if p.device() != x.device() {
+        return Err(Error::DeviceMismatch { op, lhs: x.device(), rhs: p.device() });
+    }
+    if p.dims() != shape {
+        return shape_err(op, format!("{name} has shape {:?}, expected {shape:?} for input {:?}", p.dims(), x.dims()));
+    }
+    Ok(())
+}
+
+/// The values of an optional parameter, or `fill` repeated.
+fn param_vec<T: Float>(p: Option<&Tensor>, len: usize, fill: f64) -> Result<Vec<T>> {
+    match p {
+        Some(p) => p.to_vec::<T>(),
+        None => Ok(vec![T::from_f64(fill); len]),
+    }
+}
+
+/// Inputs of a norm op (`x`, then weight and bias when present) and where to find them.
+fn norm_inputs(x: &Tensor, w: Option<&Tensor>, b: Option<&Tensor>) -> Vec<Tensor> {
+    let mut v = vec![x.clone()];
+    v.extend(w.cloned());
+    v.extend(b.cloned());
+    v
+}
+
+/// Gradients in the order of `norm_inputs`.
+fn norm_grads(
+    gx: Option<Tensor>,
+    gw: Option<Tensor>,
+    gb: Option<Tensor>,
+    has_w: bool,
+    has_b: bool,
+) -> Vec<Option<Tensor>> {
+    let mut v = vec![gx];
+    if has_w {
+        v.push(gw);
+    }
+    if has_b {
+        v.push(gb);
+    }
+    v
+}
+
+fn requires(inputs: &[Tensor], i: Option<usize>) -> bool {
+    i.is_some_and(|i| inputs[i].requires_grad())
+}
+
+// ------------------------------------------------------------------------------- batch norm
+
+struct BatchNormOp {
+    mean: Vec<f64>,
+    invstd: Vec<f64>,
+    /// True when the statistics came from the batch (they depend on x).
+    batch_stats: bool,
+    has_w: bool,
+    has_b: bool,
+}
+
+impl Op for BatchNormOp {
+    fn name(&self) -> &'static str {
+        "batch_norm"
+    }
+    fn backward(&self, inputs: &[Tensor], _: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let x = &inputs[0];
+        let (n, c) = (x.dims()[0], x.dims()[1]);
+        let s = numel(&x.dims()[2..]);
+        let m = (n * s) as f64;
+        let (wi, bi) = (self.has_w.then_some(1), self.has_b.then_some(1 + self.has_w as usize));
+        let (mean, invstd) = (&self.mean, &self.invstd);
+        with_float!(x.dtype(), "batch_norm", |T| {
+            let w = param_vec::<T>(wi.map(|i| &inputs[i]), c, 1.0)?;
+            let res = x.with_slice(|xs: &[T]| {
+                g.with_slice(|gs: &[T]| -> Result<Vec<Option<Tensor>>> {
+                    // sum_dy and sum_dy * (x - mean) per channel.
+                    let sums = channel_sums(xs, gs, n, c, s, |ch| {
+                        let mu = mean[ch];
+                        move |xv: T, gv: T| {
+                            let gv = gv.to_f64();
+                            (gv, gv * (xv.to_f64() - mu))
+                        }
+                    });
+                    let gx = if x.requires_grad() {
+                        // dx = a*g + b*x + d per channel (closed form of the BN backward).
+                        let coef: Vec<(T, T, T)> = (0..c)
+                            .map(|ch| {
+                                let a = w[ch].to_f64() * invstd[ch];
+                                if self.batch_stats {
+                                    let (sum_dy, sum_dy_xmu) = sums[ch];
+                                    let b = -a * invstd[ch] * invstd[ch] * sum_dy_xmu / m;
+                                    let d = -a * sum_dy / m - b * mean[ch];
+                                    (T::from_f64(a), T::from_f64(b), T::from_f64(d))
+                                } else {
+                                    (T::from_f64(a), T::ZERO, T::ZERO)
+                                }
+                            })
+                            .collect();
+                        let mut gx = vec![T::ZERO; xs.len()];
+                        channel_map(&mut gx, c, s, |ch, off, o| {
+                            let (a, b, d) = coef[ch];
+                            for ((v, &gv), &xv) in o.iter_mut().zip(&gs[off..]).zip(&xs[off..]) {
+                                *v = a * gv + b * xv + d;
+                            }
+                        });
+                        Some(Tensor::from_vec(gx, x.dims())?)
+                    } else {
+                        None
+                    };
+                    let gw = if requires(inputs, wi) {
+                        let v: Vec<T> = (0..c).map(|ch| T::from_f64(sums[ch].1 * invstd[ch])).collect();
+                        Some(Tensor::from_vec(v, &[c])?)
+                    } else {
+                        None
+                    };
+                    let gb = if requires(inputs, bi) {
+                        let v: Vec<T> = sums.iter().map(|p| T::from_f64(p.0)).collect();
+                        Some(Tensor::from_vec(v, &[c])?)
+                    } else {
+                        None
+                    };
+                    Ok(norm_grads(gx, gw, gb, self.has_w, self.has_b))
+                })
+            })??;
+            res
+        })
+    }
+}
+
+impl Tensor {
+    /// Batch normalisation of `[N, C, *]` (PyTorch `F.batch_norm`). In training mode the batch
+    /// statistics normalise (biased variance) and, when given, `running_mean`/`running_var` are
+    /// updated in place: `r = (1 - momentum) r + momentum * stat` with the UNBIASED variance.
+    /// In eval mode the running statistics normalise (both must be given).
+    pub fn batch_norm(
+        &self,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        running_mean: Option<&Tensor>,
+        running_var: Option<&Tensor>,
+        training: bool,
+        momentum: f64,
+        eps: f64,
+    ) -> Result<Tensor> {
+        let op = "batch_norm";
+        check_cpu(self.device(), op)?;
+        if self.rank() < 2 {
+            return shape_err(op, format!("input must be [N, C, *], got {:?}", self.dims()));
+        }
+        let (n, c) = (self.dims()[0], self.dims()[1]);
+        let s = numel(&self.dims()[2..]);
+        check_param(op, "weight", weight, self, &[c])?;
+        check_param(op, "bias", bias, self, &[c])?;
+        check_param(op, "running_mean", running_mean, self, &[c])?;
+        check_param(op, "running_var", running_var, self, &[c])?;
+        if training && n * s <= 1 {
+            return shape_err(
+                op,
+                format!("expected more than 1 value per channel when training, got {:?}", self.dims()),
+            );
+        }
+        let m = n * s;
+        with_float!(self.dtype(), op, |T| {
+            let w = param_vec::<T>(weight, c, 1.0)?;
+            let b = param_vec::<T>(bias, c, 0.0)?;
+            let out = self.with_slice(|xs: &[T]| -> Result<(Vec<T>, Vec<f64>, Vec<f64>)> {
+                let (mean, var) = if training {
+                    // Shifted sums (shift = first value of the channel) keep E[x^2]-E[x]^2 exact
+                    // enough even when |mean| >> std.
+                    let shift: Vec<f64> = (0..c).map(|ch| xs[ch * s].to_f64()).collect();
+                    let sums = channel_sums(xs, xs, n, c, s, |ch| {
+                        let k = shift[ch];
+                        move |xv: T, _: T| {
+                            let d = xv.to_f64() - k;
+                            (d, d * d)
+                        }
+                    });
+                    let mf = m as f64;
+                    let mean: Vec<f64> = sums.iter().zip(&shift).map(|(p, k)| k + p.0 / mf).collect();
+                    let var: Vec<f64> = sums.iter().map(|p| (p.1 / mf - (p.0 / mf) * (p.0 / mf)).max(0.0)).collect();
+                    (mean, var)
+                } else {
+                    let (Some(rm), Some(rv)) = (running_mean, running_var) else {
+                        return Err(Error::Msg(format!(
+                            "{op}: eval mode needs running_mean and running_var (input {:?})",
+                            self.dims()
+                        )));
+                    };
+                    (rm.to_vec_f64()?, rv.to_vec_f64()?)
+                };
+                let invstd: Vec<f64> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
+                let coef: Vec<(T, T)> = (0..c)
+                    .map(|ch| {
+                        let sc = w[ch].to_f64() * invstd[ch];
+                        (T::from_f64(sc), T::from_f64(b[ch].to_f64() - mean[ch] * sc))
+                    })
+                    .collect();
+                let mut out = vec![T::ZERO; xs.len()];
+                channel_map(&mut out, c, s, |ch, off, o| {
+                    let (sc, sh) = coef[ch];
+                    for (v, &xv) in o.iter_mut().zip(&xs[off..]) {
+                        *v = xv * sc + sh;
+                    }
+                });
+                if training {
+                    let unbias = m as f64 / (m as f64 - 1.0);
+                    if let Some(rm) = running_mean {
+                        rm.update::<T>(|r| {
+                            for (r, mu) in r.iter_mut().zip(&mean) {
+                                *r = T::from_f64((1.0 - momentum) * r.to_f64() + momentum * mu);
+                            }
+                        })?;
+                    }
+                    if let Some(rv) = running_var {
+                        rv.update::<T>(|r| {
+                            for (r, v) in r.iter_mut().zip(&var) {
+                                *r = T::from_f64((1.0 - momentum) * r.to_f64() + momentum * v * unbias);
+                            }
+                        })?;
+                    }
+                }
+                Ok((out, mean, invstd))
+            })??;
+            let (out, mean, invstd) = out;
+            let saved =
+                BatchNormOp { mean, invstd, batch_stats: training, has_w: weight.is_some(), has_b: bias.is_some() };
+            Ok(Tensor::from_vec_op(out, self.dims(), norm_inputs(self, weight, bias), saved))
+        })
+    }
+}
+
+// ------------------------------------------------------------------ layer norm (channels-last)
+
+/// `(sum g*w, sum g*w*(x - mu))` over one row, 8 lanes.
+#[inline(always)]
+fn row_dots<T: Float>(x: &[T], g: &[T], w: &[T], mu: f64) -> (f64, f64) {
+    let (mut p, mut q) = ([0.0f64; 8], [0.0f64; 8]);
+    let n8 = x.len() / 8 * 8;
+    for base in (0..n8).step_by(8) {
+        for l in 0..8 {
+            let j = base + l;
+            let gw = g[j].to_f64() * w[j].to_f64();
+            p[l] += gw;
+            q[l] += gw * (x[j].to_f64() - mu);
+        }
+    }
+    for j in n8..x.len() {
+        let gw = g[j].to_f64() * w[j].to_f64();
+        p[0] += gw;
+        q[0] += gw * (x[j].to_f64() - mu);
+    }
+    (p.iter().sum(), q.iter().sum())
+}
+
+/// Mean and 1/sqrt(biased var + eps) of one row (two passes over a row that is in cache).
+#[inline(always)]
+fn row_stats<T: Float>(x: &[T], eps: f64) -> (f64, f64) {
+    let m = x.len() as f64;
+    let mu = sum2(x, x, |v, _| (v.to_f64(), 0.0)).0 / m;
+    let var = sum2(x, x, |v, _| {
+        let d = v.to_f64() - mu;
+        (d * d, 0.0)
+    })
+    .0 / m;
+    (mu, 1.0 / (var + eps).sqrt())
+}
+
+struct LayerNormOp {
+    /// Elements per normalised row.
+    m: usize,
+    mean: Vec<f64>,
+    rstd: Vec<f64>,
+    has_w: bool,
+    has_b: bool,
+}
+
+/// Weight and bias gradient accumulators of a block of rows (empty when not needed).
+type WbAcc = (Vec<f64>, Vec<f64>);
+
+fn add_acc(mut a: WbAcc, b: WbAcc) -> WbAcc {
+    if a.0.is_empty() {
+        return b;
+    }
+    a.0.iter_mut().zip(&b.0).for_each(|(p, q)| *p += q);
+    a.1.iter_mut().zip(&b.1).for_each(|(p, q)| *p += q);
+    a
+}
+
+impl Op for LayerNormOp {
+    fn name(&self) -> &'static str {
+        "layer_norm"
+    }
+    fn backward(&self, inputs: &[Tensor], _: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let x = &inputs[0];
+        let m = self.m;
+        let (wi, bi) = (self.has_w.then_some(1), self.has_b.then_some(1 + self.has_w as usize));
+        let need_wb = requires(inputs, wi) || requires(inputs, bi);
+        let (mean, rstd) = (&self.mean, &self.rstd);
+        with_float!(x.dtype(), "layer_norm", |T| {
+            let w = param_vec::<T>(wi.map(|i| &inputs[i]), m, 1.0)?;
+            let (gx, (dw, db)) = x.with_slice(|xs: &[T]| {
+                g.with_slice(|gs: &[T]| {
+                    let mut gx = vec![T::ZERO; xs.len()];
+                    let rows_per = (4096 / m).max(1);
+                    let zero = || -> WbAcc {
+                        if need_wb {
+                            (vec![0.0; m], vec![0.0; m])
+                        } else {
+                            (Vec::new(), Vec::new())
+                        }
+                    };
+                    // dx = rstd * (g*w - mean(g*w) - xhat * mean(g*w*xhat)); dw += g*xhat; db += g.
+                    let acc = gx
+                        .par_chunks_mut(rows_per * m)
+                        .enumerate()
+                        .with_min_len(min_len(xs.len(), rows_per * m))
+                        .fold(zero, |mut acc, (blk, o)| {
+                            for (k, orow) in o.chunks_exact_mut(m).enumerate() {
+                                let r = blk * rows_per + k;
+                                let (xr, gr) = (&xs[r * m..(r + 1) * m], &gs[r * m..(r + 1) * m]);
+                                let (mu, rs) = (mean[r], rstd[r]);
+                                let (s1, s2) = row_dots(xr, gr, &w, mu);
+                                let c1 = T::from_f64(s1 / m as f64);
+                                let c2 = T::from_f64(s2 * rs / m as f64);
+                                let (mu_t, rs_t) = (T::from_f64(mu), T::from_f64(rs));
+                                for j in 0..m {
+                                    let xh = (xr[j] - mu_t) * rs_t;
+                                    orow[j] = rs_t * (gr[j] * w[j] - c1 - xh * c2);
+                                }
+                                if need_wb {
+                                    for j in 0..m {
+                                        let gv = gr[j].to_f64();
+                                        acc.0[j] += gv * (xr[j].to_f64() - mu) * rs;
+                                        acc.1[j] += gv;
+                                    }
+                                }
+                            }
+                            acc
+                        })
+                        .reduce(zero, add_acc);
+                    (gx, acc)
+                })
+            })??;
+            let gx = if x.requires_grad() { Some(Tensor::from_vec(gx, x.dims())?) } else { None };
+            let grad_of = |i: Option<usize>, v: &[f64]| -> Result<Option<Tensor>> {
+                match i {
+                    Some(i) if inputs[i].requires_grad() => Ok(Some(Tensor::from_vec(
+                        v.iter().map(|&a| T::from_f64(a)).collect::<Vec<T>>(),
+                        inputs[i].dims(),
+                    )?)),
+                    _ => Ok(None),
+                }
+            };
+            Ok(norm_grads(gx, grad_of(wi, &dw)?, grad_of(bi, &db)?, self.has_w, self.has_b))
+        })
+    }
+}
+
+// ----------------------------------------------------------------- layer norm (channels-first)
+
+/// Lanes per task of the channels-first statistics (a `[C, TILE]` block stays in L2).
+const TILE: usize = 256;
+
+/// Runs `f(i, s0, tile)` over a per-position buffer `[n, s]` split into `(image i, lanes s0..)`
+/// tiles of at most `TILE` lanes.
+fn position_tiles<E: Send>(buf: &mut [E], s: usize, work: usize, f: impl Fn(usize, usize, &mut [E]) + Sync + Send) {
+    if s == 0 {
+        return;
+    }
+    let ml = if work < PAR_THRESHOLD { usize::MAX } else { 1 };
+    buf.par_chunks_mut(s).enumerate().with_min_len(ml).for_each(|(i, row)| {
+        row.par_chunks_mut(TILE).enumerate().with_min_len(ml).for_each(|(t, tile)| f(i, t * TILE, tile));
+    });
+}
+
+struct LayerNormCfOp {
+    /// Per (image, position): (mean, rstd), `[N * S]`.
+    stats: Vec<(f64, f64)>,
+    has_w: bool,
+    has_b: bool,
+}
+
+impl Op for LayerNormCfOp {
+    fn name(&self) -> &'static str {
+        "layer_norm_channels_first"
+    }
+    fn backward(&self, inputs: &[Tensor], _: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let x = &inputs[0];
+        let (n, c) = (x.dims()[0], x.dims()[1]);
+        let s = numel(&x.dims()[2..]);
+        let (wi, bi) = (self.has_w.then_some(1), self.has_b.then_some(1 + self.has_w as usize));
+        let stats = &self.stats;
+        let cf = c as f64;
+        with_float!(x.dtype(), "layer_norm_channels_first", |T| {
+            let w = param_vec::<T>(wi.map(|i| &inputs[i]), c, 1.0)?;
+            let (gx, partial) = x.with_slice(|xs: &[T]| {
+                g.with_slice(|gs: &[T]| {
+                    // Per position: p = mean_c(g*w), q = mean_c(g*w*xhat).
+                    let mut pq = vec![(0.0f64, 0.0f64); n * s];
+                    position_tiles(&mut pq, s, xs.len(), |i, s0, t| {
+                        let l = t.len();
+                        let st = &stats[i * s + s0..][..l];
+                        let (mut p, mut q) = ([0.0f64; TILE], [0.0f64; TILE]);
+                        for (ch, wc) in w.iter().enumerate() {
+                            let o = (i * c + ch) * s + s0;
+                            let (xr, gr) = (&xs[o..o + l], &gs[o..o + l]);
+                            let wv = wc.to_f64();
+                            for j in 0..l {
+                                let gw = gr[j].to_f64() * wv;
+                                p[j] += gw;
+                                q[j] += gw * (xr[j].to_f64() - st[j].0);
+                            }
+                        }
+                        for j in 0..l {
+                            t[j] = (p[j] / cf, q[j] * st[j].1 / cf);
+                        }
+                    });
+                    // dx = rstd * (g*w - p - xhat*q); per (image, channel) partial dw, db.
+                    let mut gx = vec![T::ZERO; xs.len()];
+                    let partial: Vec<(f64, f64)> = gx
+                        .par_chunks_mut(s.max(1))
+                        .enumerate()
+                        .with_min_len(min_len(xs.len(), s))
+                        .map(|(j, o)| {
+                            let (i, ch) = (j / c, j % c);
+                            let off = j * s;
+                            let wv = w[ch].to_f64();
+                            let (mut sw, mut sb) = (0.0, 0.0);
+                            for k in 0..o.len() {
+                                let (mu, rs) = stats[i * s + k];
+                                let (p, q) = pq[i * s + k];
+                                let (xv, gv) = (xs[off + k].to_f64(), gs[off + k].to_f64());
+                                let xh = (xv - mu) * rs;
+                                o[k] = T::from_f64(rs * (gv * wv - p - xh * q));
+                                sw += gv * xh;
+                                sb += gv;
+                            }
+                            (sw, sb)
+                        })
+                        .collect();
+                    (gx, partial)
+                })
+            })??;
+            let gx = if x.requires_grad() { Some(Tensor::from_vec(gx, x.dims())?) } else { None };
+            let per_channel = |sel: fn(&(f64, f64)) -> f64| -> Vec<T> {
+                let mut v = vec![0.0f64; c];
+                for (j, p) in partial.iter().enumerate() {
+                    v[j % c] += sel(p);
+                }
+                v.into_iter().map(T::from_f64).collect()
+            };
+            let gw = if requires(inputs, wi) { Some(Tensor::from_vec(per_channel(|p| p.0), &[c])?) } else { None };
+            let gb = if requires(inputs, bi) { Some(Tensor::from_vec(per_channel(|p| p.1), &[c])?) } else { None };
+            Ok(norm_grads(gx, gw, gb, self.has_w, self.has_b))
+        })
+    }
+}
+
+impl Tensor {
+    /// LayerNorm over the last `normalized_trailing_dims` dims (PyTorch `F.layer_norm` with
+    /// `normalized_shape = dims[rank-k..]`): biased variance, `eps` inside the square root;
+    /// `weight`/`bias` have the normalised shape.
+    pub fn layer_norm(
+        &self,
+        normalized_trailing_dims: usize,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f64,
+    ) -> Result<Tensor> {
+        let op = "layer_norm";
+        check_cpu(self.device(), op)?;
+        let k = normalized_trailing_dims;
+        if k == 0 || k > self.rank() {
+            return shape_err(op, format!("cannot normalise the last {k} dims of {:?}", self.dims()));
+        }
+        let nshape = &self.dims()[self.rank() - k..];
+        let m = numel(nshape);
+        if m == 0 {
+            return shape_err(op, format!("normalised shape {nshape:?} of {:?} is empty", self.dims()));
+        }
+        check_param(op, "weight", weight, self, nshape)?;
+        check_param(op, "bias", bias, self, nshape)?;
+        with_float!(self.dtype(), op, |T| {
+            let w = param_vec::<T>(weight, m, 1.0)?;
+            let b = param_vec::<T>(bias, m, 0.0)?;
+            let (out, stats) = self.with_slice(|xs: &[T]| {
+                let mut out = vec![T::ZERO; xs.len()];
+                let stats: Vec<(f64, f64)> = out
+                    .par_chunks_mut(m)
+                    .enumerate()
+                    .with_min_len(min_len(xs.len(), m))
+                    .map(|(r, o)| {
+                        let xr = &xs[r * m..(r + 1) * m];
+                        let (mu, rs) = row_stats(xr, eps);
+                        let (mu_t, rs_t) = (T::from_f64(mu), T::from_f64(rs));
+                        for j in 0..m {
+                            o[j] = (xr[j] - mu_t) * rs_t * w[j] + b[j];
+                        }
+                        (mu, rs)
+                    })
+                    .collect();
+                (out, stats)
+            })?;
+            let (mean, rstd) = stats.into_iter().unzip();
+            let saved = LayerNormOp { m, mean, rstd, has_w: weight.is_some(), has_b: bias.is_some() };
+            Ok(Tensor::from_vec_op(out, self.dims(), norm_inputs(self, weight, bias), saved))
+        })
+    }
+
+    /// LayerNorm over the channel dim of `[N, C, *]` (ConvNeXt's `channels_first` LayerNorm):
+    /// each (image, position) is normalised over C; `weight`/`bias` are `[C]`.
+    pub fn layer_norm_channels_first(
+        &self,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f64,
+    ) -> Result<Tensor> {
+        let op = "layer_norm_channels_first";
+        check_cpu(self.device(), op)?;
+        if self.rank() < 2 || self.dims()[1] == 0 {
+            return shape_err(op, format!("input must be [N, C, *] with C > 0, got {:?}", self.dims()));
+        }
+        let (n, c) = (self.dims()[0], self.dims()[1]);
+        let s = numel(&self.dims()[2..]);
+        check_param(op, "weight", weight, self, &[c])?;
+        check_param(op, "bias", bias, self, &[c])?;
+        let cf = c as f64;
+        with_float!(self.dtype(), op, |T| {
+            let w = param_vec::<T>(weight, c, 1.0)?;
+            let b = param_vec::<T>(bias, c, 0.0)?;
+            let (out, stats) = self.with_slice(|xs: &[T]| {
+                let mut stats = vec![(0.0f64, 0.0f64); n * s];
+                position_tiles(&mut stats, s, xs.len(), |i, s0, t| {
+                    let l = t.len();
+                    let (mut mu, mut sq) = ([0.0f64; TILE], [0.0f64; TILE]);
+                    for ch in 0..c {
+                        let xr = &xs[(i * c + ch) * s + s0..][..l];
+                        for j in 0..l {
+                            mu[j] += xr[j].to_f64();
+                        }
+                    }
+                    mu[..l].iter_mut().for_each(|v| *v /= cf);
+                    for ch in 0..c {
+                        let xr = &xs[(i * c + ch) * s + s0..][..l];
+                        for j in 0..l {
+                            let d = xr[j].to_f64() - mu[j];
+                            sq[j] += d * d;
+                        }
+                    }
+                    for j in 0..l {
+                        t[j] = (mu[j], 1.0 / (sq[j] / cf + eps).sqrt());
+                    }
+                });
+                let mut out = vec![T::ZERO; xs.len()];
+                channel_map(&mut out, c, s, |ch, off, o| {
+                    let st = &stats[off / (c * s) * s..][..s];
+                    let (wv, bv) = (w[ch], b[ch]);
+                    for ((v, &xv), &(mu, rs)) in o.iter_mut().zip(&xs[off..off + s]).zip(st) {
+                        *v = T::from_f64((xv.to_f64() - mu) * rs) * wv + bv;
+                    }
+                });
+                (out, stats)
+            })?;
+            let saved = LayerNormCfOp { stats, has_w: weight.is_some(), has_b: bias.is_some() };
+            Ok(Tensor::from_vec_op(out, self.dims(), norm_inputs(self, weight, bias), saved))
+        })
+    }
+}
