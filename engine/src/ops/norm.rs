@@ -45,67 +45,103 @@ fn sum2<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> (f64, f64)) -> (f64, f64
     (p.iter().sum(), q.iter().sum())
 }
 
-/// Per-channel pair of sums over `[n, c, s]` data: `sum_{i,k} make(ch)(a[i,ch,k], b[i,ch,k])`.
-fn channel_sums<T: Float, G, M>(a: &[T], b: &[T], n: usize, c: usize, s: usize, make: M) -> Vec<(f64, f64)>
-where
-    M: Fn(usize) -> G + Sync,
-    G: Fn(T, T) -> (f64, f64) + Sync,
-{
+/// Spatial extents at least this long are processed one `(n, c)` segment at a time; shorter
+/// ones (BatchNorm1d on `[N, C]`, tiny maps) row by row with per-position coefficients, so the
+/// inner loops stay long and vectorise either way.
+const SEGMENT_MIN: usize = 32;
+
+/// `(u, u * (x - k))` with `u = x - k` (statistics) or `u = y` (backward sums).
+#[inline(always)]
+fn pair<T: Float, const STATS: bool>(x: T, y: T, k: f64) -> (f64, f64) {
+    let d = x.to_f64() - k;
+    let u = if STATS { d } else { y.to_f64() };
+    (u, u * d)
+}
+
+/// Per-channel `(sum u, sum u * (x - k[c]))` over `[n, c, s]` data (see `pair`).
+fn channel_sums<T: Float, const STATS: bool>(
+    x: &[T],
+    y: &[T],
+    n: usize,
+    c: usize,
+    s: usize,
+    k: &[f64],
+) -> Vec<(f64, f64)> {
     let total = n * c * s;
-    if s >= 64 {
-        // Long contiguous segments: one task per channel.
-        (0..c)
+    if total == 0 {
+        return vec![(0.0, 0.0); c];
+    }
+    if s >= SEGMENT_MIN {
+        return (0..c)
             .into_par_iter()
             .with_min_len(min_len(total, n * s))
             .map(|ch| {
-                let f = make(ch);
+                let kc = k[ch];
                 let mut acc = (0.0, 0.0);
                 for i in 0..n {
                     let o = (i * c + ch) * s;
-                    let (u, v) = sum2(&a[o..o + s], &b[o..o + s], &f);
+                    let (u, v) = sum2(&x[o..o + s], &y[o..o + s], |a, b| pair::<T, STATS>(a, b, kc));
                     acc.0 += u;
                     acc.1 += v;
                 }
                 acc
             })
-            .collect()
-    } else {
-        // Short segments ([N, C] or tiny maps): walk contiguous rows, one accumulator per channel.
-        let fs: Vec<G> = (0..c).map(&make).collect();
-        let fs = &fs;
-        let row = c * s;
-        (0..n)
-            .into_par_iter()
-            .with_min_len(min_len(total, row))
-            .fold(
-                || vec![(0.0, 0.0); c],
-                |mut acc, i| {
-                    for (ch, (f, slot)) in fs.iter().zip(acc.iter_mut()).enumerate() {
-                        let o = i * row + ch * s;
-                        for (&x, &y) in a[o..o + s].iter().zip(&b[o..o + s]) {
-                            let (u, v) = f(x, y);
-                            slot.0 += u;
-                            slot.1 += v;
-                        }
-                    }
-                    acc
-                },
-            )
-            .reduce(
-                || vec![(0.0, 0.0); c],
-                |mut x, y| {
-                    for (p, q) in x.iter_mut().zip(y) {
-                        p.0 += q.0;
-                        p.1 += q.1;
-                    }
-                    x
-                },
-            )
+            .collect();
     }
+    // Rows of c*s elements: one accumulator per row position, folded to channels at the end.
+    let l = c * s;
+    let ke: Vec<f64> = (0..l).map(|e| k[e / s]).collect();
+    let zero = || (vec![0.0f64; l], vec![0.0f64; l]);
+    let (pu, pv) = x
+        .par_chunks(l)
+        .zip(y.par_chunks(l))
+        .with_min_len(min_len(total, l))
+        .fold(zero, |mut acc, (xr, yr)| {
+            for ((((&a, &b), &kv), u), v) in xr.iter().zip(yr).zip(&ke).zip(acc.0.iter_mut()).zip(acc.1.iter_mut()) {
+                let (p, q) = pair::<T, STATS>(a, b, kv);
+                *u += p;
+                *v += q;
+            }
+            acc
+        })
+        .reduce(zero, |mut a, b| {
+            a.0.iter_mut().zip(&b.0).for_each(|(p, q)| *p += q);
+            a.1.iter_mut().zip(&b.1).for_each(|(p, q)| *p += q);
+            a
+        });
+    (0..c).map(|ch| (pu[ch * s..(ch + 1) * s].iter().sum(), pv[ch * s..(ch + 1) * s].iter().sum())).collect()
 }
 
-/// `out[i, ch, k] = f(ch, offset)(segment)` over `[n, c, s]`: calls `f(ch, offset, out_segment)`
-/// for each (i, ch) segment of length `s` starting at element `offset`.
+/// `out = A[c] * y + B[c] * x + D[c]` over `[n, c, s]` data, with `coef[c] = (A, B, D)`.
+fn channel_affine<T: Float>(x: &[T], y: &[T], c: usize, s: usize, coef: &[(T, T, T)]) -> Vec<T> {
+    let mut out = vec![T::ZERO; x.len()];
+    if out.is_empty() {
+        return out;
+    }
+    if s >= SEGMENT_MIN {
+        let ml = min_len(out.len(), s);
+        out.par_chunks_mut(s).enumerate().with_min_len(ml).for_each(|(j, o)| {
+            let (a, b, d) = coef[j % c];
+            let off = j * s;
+            for ((v, &yv), &xv) in o.iter_mut().zip(&y[off..off + s]).zip(&x[off..off + s]) {
+                *v = a * yv + b * xv + d;
+            }
+        });
+    } else {
+        let l = c * s;
+        let expand = |f: fn(&(T, T, T)) -> T| -> Vec<T> { (0..l).map(|e| f(&coef[e / s])).collect() };
+        let (ae, be, de) = (expand(|p| p.0), expand(|p| p.1), expand(|p| p.2));
+        out.par_chunks_mut(l).enumerate().with_min_len(min_len(x.len(), l)).for_each(|(i, o)| {
+            let (xr, yr) = (&x[i * l..(i + 1) * l], &y[i * l..(i + 1) * l]);
+            for (((((v, &yv), &xv), &a), &b), &d) in o.iter_mut().zip(yr).zip(xr).zip(&ae).zip(&be).zip(&de) {
+                *v = a * yv + b * xv + d;
+            }
+        });
+    }
+    out
+}
+
+/// Calls `f(ch, offset, out_segment)` for each `(n, c)` segment of length `s` of `[n, c, s]`.
 fn channel_map<T: Float>(out: &mut [T], c: usize, s: usize, f: impl Fn(usize, usize, &mut [T]) + Sync + Send) {
     if s == 0 {
         return;
@@ -194,13 +230,7 @@ impl Op for BatchNormOp {
             let res = x.with_slice(|xs: &[T]| {
                 g.with_slice(|gs: &[T]| -> Result<Vec<Option<Tensor>>> {
                     // sum_dy and sum_dy * (x - mean) per channel.
-                    let sums = channel_sums(xs, gs, n, c, s, |ch| {
-                        let mu = mean[ch];
-                        move |xv: T, gv: T| {
-                            let gv = gv.to_f64();
-                            (gv, gv * (xv.to_f64() - mu))
-                        }
-                    });
+                    let sums = channel_sums::<T, false>(xs, gs, n, c, s, mean);
                     let gx = if x.requires_grad() {
                         // dx = a*g + b*x + d per channel (closed form of the BN backward).
                         let coef: Vec<(T, T, T)> = (0..c)
@@ -216,14 +246,7 @@ impl Op for BatchNormOp {
                                 }
                             })
                             .collect();
-                        let mut gx = vec![T::ZERO; xs.len()];
-                        channel_map(&mut gx, c, s, |ch, off, o| {
-                            let (a, b, d) = coef[ch];
-                            for ((v, &gv), &xv) in o.iter_mut().zip(&gs[off..]).zip(&xs[off..]) {
-                                *v = a * gv + b * xv + d;
-                            }
-                        });
-                        Some(Tensor::from_vec(gx, x.dims())?)
+                        Some(Tensor::from_vec(channel_affine(xs, gs, c, s, &coef), x.dims())?)
                     } else {
                         None
                     };
@@ -288,13 +311,7 @@ impl Tensor {
                     // Shifted sums (shift = first value of the channel) keep E[x^2]-E[x]^2 exact
                     // enough even when |mean| >> std.
                     let shift: Vec<f64> = (0..c).map(|ch| xs[ch * s].to_f64()).collect();
-                    let sums = channel_sums(xs, xs, n, c, s, |ch| {
-                        let k = shift[ch];
-                        move |xv: T, _: T| {
-                            let d = xv.to_f64() - k;
-                            (d, d * d)
-                        }
-                    });
+                    let sums = channel_sums::<T, true>(xs, xs, n, c, s, &shift);
                     let mf = m as f64;
                     let mean: Vec<f64> = sums.iter().zip(&shift).map(|(p, k)| k + p.0 / mf).collect();
                     let var: Vec<f64> = sums.iter().map(|p| (p.1 / mf - (p.0 / mf) * (p.0 / mf)).max(0.0)).collect();
@@ -309,19 +326,13 @@ impl Tensor {
                     (rm.to_vec_f64()?, rv.to_vec_f64()?)
                 };
                 let invstd: Vec<f64> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
-                let coef: Vec<(T, T)> = (0..c)
+                let coef: Vec<(T, T, T)> = (0..c)
                     .map(|ch| {
                         let sc = w[ch].to_f64() * invstd[ch];
-                        (T::from_f64(sc), T::from_f64(b[ch].to_f64() - mean[ch] * sc))
+                        (T::ZERO, T::from_f64(sc), T::from_f64(b[ch].to_f64() - mean[ch] * sc))
                     })
                     .collect();
-                let mut out = vec![T::ZERO; xs.len()];
-                channel_map(&mut out, c, s, |ch, off, o| {
-                    let (sc, sh) = coef[ch];
-                    for (v, &xv) in o.iter_mut().zip(&xs[off..]) {
-                        *v = xv * sc + sh;
-                    }
-                });
+                let out = channel_affine(xs, xs, c, s, &coef);
                 if training {
                     let unbias = m as f64 / (m as f64 - 1.0);
                     if let Some(rm) = running_mean {
@@ -493,6 +504,11 @@ fn position_tiles<E: Send>(buf: &mut [E], s: usize, work: usize, f: impl Fn(usiz
     });
 }
 
+/// Splits per-position `(a, b)` f64 pairs into two `T` arrays for the elementwise passes.
+fn stats_in<T: Float>(v: &[(f64, f64)]) -> (Vec<T>, Vec<T>) {
+    v.iter().map(|&(a, b)| (T::from_f64(a), T::from_f64(b))).unzip()
+}
+
 struct LayerNormCfOp {
     /// Per (image, position): (mean, rstd), `[N * S]`.
     stats: Vec<(f64, f64)>,
@@ -536,26 +552,27 @@ impl Op for LayerNormCfOp {
                         }
                     });
                     // dx = rstd * (g*w - p - xhat*q); per (image, channel) partial dw, db.
+                    let (mu_t, rs_t) = stats_in::<T>(stats);
+                    let (p_t, q_t) = stats_in::<T>(&pq);
                     let mut gx = vec![T::ZERO; xs.len()];
                     let partial: Vec<(f64, f64)> = gx
                         .par_chunks_mut(s.max(1))
                         .enumerate()
                         .with_min_len(min_len(xs.len(), s))
                         .map(|(j, o)| {
-                            let (i, ch) = (j / c, j % c);
-                            let off = j * s;
-                            let wv = w[ch].to_f64();
-                            let (mut sw, mut sb) = (0.0, 0.0);
+                            let (p0, off, wv) = (j / c * s, j * s, w[j % c]);
+                            let (xr, gr) = (&xs[off..off + s], &gs[off..off + s]);
+                            let (mu, rs, p, q) =
+                                (&mu_t[p0..p0 + s], &rs_t[p0..p0 + s], &p_t[p0..p0 + s], &q_t[p0..p0 + s]);
+                            // Eight partial sums break the add dependency chain.
+                            let (mut sw, mut sb) = ([0.0f64; 8], [0.0f64; 8]);
                             for k in 0..o.len() {
-                                let (mu, rs) = stats[i * s + k];
-                                let (p, q) = pq[i * s + k];
-                                let (xv, gv) = (xs[off + k].to_f64(), gs[off + k].to_f64());
-                                let xh = (xv - mu) * rs;
-                                o[k] = T::from_f64(rs * (gv * wv - p - xh * q));
-                                sw += gv * xh;
-                                sb += gv;
+                                let xh = (xr[k] - mu[k]) * rs[k];
+                                o[k] = rs[k] * (gr[k] * wv - p[k] - xh * q[k]);
+                                sw[k & 7] += (gr[k] * xh).to_f64();
+                                sb[k & 7] += gr[k].to_f64();
                             }
-                            (sw, sb)
+                            (sw.iter().sum(), sb.iter().sum())
                         })
                         .collect();
                     (gx, partial)
@@ -671,12 +688,14 @@ impl Tensor {
                         t[j] = (mu[j], 1.0 / (sq[j] / cf + eps).sqrt());
                     }
                 });
+                let (mu_t, rs_t) = stats_in::<T>(&stats);
                 let mut out = vec![T::ZERO; xs.len()];
                 channel_map(&mut out, c, s, |ch, off, o| {
-                    let st = &stats[off / (c * s) * s..][..s];
+                    let p0 = off / (c * s) * s;
+                    let (mu, rs) = (&mu_t[p0..p0 + s], &rs_t[p0..p0 + s]);
                     let (wv, bv) = (w[ch], b[ch]);
-                    for ((v, &xv), &(mu, rs)) in o.iter_mut().zip(&xs[off..off + s]).zip(st) {
-                        *v = T::from_f64((xv.to_f64() - mu) * rs) * wv + bv;
+                    for (((v, &xv), &m), &r) in o.iter_mut().zip(&xs[off..off + s]).zip(mu).zip(rs) {
+                        *v = (xv - m) * r * wv + bv;
                     }
                 });
                 (out, stats)
