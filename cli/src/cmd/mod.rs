@@ -1,0 +1,2 @@
+pub mod pretrain;
+pub mod reconstruct;

@@ -1,0 +1,499 @@
+//! `spark pretrain`: SparK masked-image pretraining. With no argument it runs the quick CPU
+//! default (a quarter-width ResNet-18 at 96 px on the built-in photos, a few minutes on two
+//! cores) and leaves a checkpoint, a reconstruction PNG, the metrics log and a loss plot in
+//! `runs/pretrain`. `--preset official` / `--preset mmpretrain` switch to the paper's settings.
+
+use crate::checkpoint;
+use crate::common::{compute_threads, setup_device, setup_threads};
+use crate::config::{self, Flags};
+use crate::error::{CliError, CliResult, Context};
+use crate::metrics::{read_records, MetricsLog, Record};
+use crate::plot::loss_curve_svg;
+use crate::progress;
+use clap::Args;
+use serde::{Deserialize, Serialize};
+use spark::data::{Dataset, Loader, LoaderConfig, Transform};
+use spark::optim::{optim_params, CosineEnd, LrSchedule, OptimizerKind, Recipe, WdSchedule};
+use spark::{EncoderMode, SparK, SparkConfig};
+use spark_engine::Rng;
+use spark_nn::Module;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct PretrainArgs {
+    /// Settings preset: `quick` (default: small model, 96 px, a few minutes on a laptop CPU),
+    /// `official` (SparK paper: ResNet-50, 224 px, decoder 768, LAMB 2e-4 x bs/256, 1600 epochs)
+    /// or `mmpretrain` (decoder 512, lr 2e-4 x bs/512, crop scale 0.2-1, 800 epochs).
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// TOML file with any of the config keys (the `config.toml` a run saves is one); flags win.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Encoder: resnet18/34/50/101/152/200, convnext_tiny/small/base/large, convnextv2_*.
+    #[arg(long)]
+    pub backbone: Option<String>,
+    /// Multiplies every encoder width (1.0 = the published model).
+    #[arg(long)]
+    pub width_mult: Option<f64>,
+    /// Square input size in pixels (a multiple of 32).
+    #[arg(long)]
+    pub input_size: Option<usize>,
+    /// Fraction of the 32x32 patches hidden from the encoder.
+    #[arg(long)]
+    pub mask_ratio: Option<f64>,
+    /// Light-decoder width (halves at each of its 5 levels; official 768, mmpretrain 512).
+    #[arg(long)]
+    pub decoder_width: Option<usize>,
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Train for this many epochs (passes over the data).
+    #[arg(long, conflicts_with = "steps")]
+    pub epochs: Option<usize>,
+    /// Train for this many optimizer steps (overrides epochs).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Peak learning rate (default: base_lr x batch / lr_ref_batch of the preset).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Linear warm-up length in steps.
+    #[arg(long)]
+    pub warmup_steps: Option<usize>,
+    /// lamb or adamw.
+    #[arg(long)]
+    pub optimizer: Option<String>,
+    /// Encoder execution: `sparse` (real sparse convolution) or `dense-masked` (PyTorch SparK's
+    /// simulation: dense ops on the masked image, outputs re-masked).
+    #[arg(long)]
+    pub encoder: Option<String>,
+    /// Training images: a folder (class sub-folders or flat), an IDX file, or `builtin`.
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Output folder for checkpoints, logs and pictures.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue from a checkpoint (default: <out>/checkpoint.safetensors).
+    #[arg(long, value_name = "CHECKPOINT", num_args = 0..=1, default_missing_value = "")]
+    pub resume: Option<String>,
+    /// Write a checkpoint every N steps (and always at the end).
+    #[arg(long)]
+    pub save_every: Option<usize>,
+    /// Random seed (data order, augmentation, masks, initial weights).
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+/// The resolved settings of a pretraining run (saved as `config.toml`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PretrainConfig {
+    pub preset: String,
+    pub backbone: String,
+    pub width_mult: f64,
+    pub input_size: usize,
+    pub mask_ratio: f64,
+    pub decoder_width: usize,
+    pub batch_size: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steps: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lr: Option<f64>,
+    pub base_lr: f64,
+    pub lr_ref_batch: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warmup_steps: Option<usize>,
+    pub warmup_epochs: f64,
+    pub optimizer: String,
+    pub beta1: f64,
+    pub beta2: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_grad_norm: Option<f64>,
+    pub wd: f64,
+    pub wd_end: f64,
+    pub crop_scale: [f64; 2],
+    pub encoder: String,
+    pub data: String,
+    pub out: String,
+    pub seed: u64,
+    pub device: String,
+    pub workers: usize,
+    pub save_every: usize,
+    pub reconstruction_images: usize,
+}
+
+impl PretrainConfig {
+    /// Defaults of a preset.
+    pub fn preset(name: &str) -> CliResult<PretrainConfig> {
+        let (recipe, backbone, width, size, bs, steps, lr, warmup) = match name {
+            // Sized for ~2 CPU cores: 9 mask cells per image, 200 steps of 16 images.
+            "quick" => (Recipe::official(), "resnet18", 0.25, 96, 16, Some(200), Some(2e-3), Some(20)),
+            "official" => (Recipe::official(), "resnet50", 1.0, 224, 4096, None, None, None),
+            "mmpretrain" => (Recipe::mmpretrain(), "resnet50", 1.0, 224, 4096, None, None, None),
+            _ => {
+                return Err(
+                    CliError::usage(format!("unknown preset '{name}'")).hint("use quick, official or mmpretrain")
+                )
+            }
+        };
+        Ok(PretrainConfig {
+            preset: name.into(),
+            backbone: backbone.into(),
+            width_mult: width,
+            input_size: size,
+            mask_ratio: recipe.mask_ratio,
+            decoder_width: if name == "quick" { 128 } else { recipe.decoder_width },
+            batch_size: bs,
+            epochs: if steps.is_some() { None } else { Some(recipe.epochs) },
+            steps,
+            lr,
+            base_lr: recipe.base_lr,
+            lr_ref_batch: recipe.lr_ref_batch,
+            warmup_steps: warmup,
+            warmup_epochs: recipe.warmup_epochs as f64,
+            optimizer: "lamb".into(),
+            beta1: recipe.beta1,
+            beta2: recipe.beta2,
+            max_grad_norm: recipe.max_grad_norm,
+            wd: recipe.wd_start,
+            wd_end: recipe.wd_end,
+            crop_scale: [recipe.crop_scale.0, recipe.crop_scale.1],
+            encoder: "sparse".into(),
+            data: "builtin".into(),
+            out: "runs/pretrain".into(),
+            seed: 0,
+            device: "cpu".into(),
+            workers: 2,
+            save_every: 100,
+            reconstruction_images: 6,
+        })
+    }
+
+    fn recipe(&self) -> Recipe {
+        if self.preset == "mmpretrain" {
+            Recipe::mmpretrain()
+        } else {
+            Recipe::official()
+        }
+    }
+
+    pub fn spark_config(&self) -> SparkConfig {
+        let mut c = if self.preset == "mmpretrain" {
+            SparkConfig::mmpretrain(&self.backbone)
+        } else {
+            SparkConfig::official(&self.backbone)
+        };
+        c.width_mult = self.width_mult;
+        c.input_size = self.input_size;
+        c.mask_ratio = self.mask_ratio;
+        c.decoder_width = self.decoder_width;
+        c
+    }
+
+    fn validate(&self) -> CliResult<()> {
+        let u = |m: String| Err(CliError::usage(m));
+        if !spark_nn::BACKBONE_NAMES.contains(&self.backbone.as_str()) {
+            return Err(CliError::usage(format!("unknown backbone '{}'", self.backbone))
+                .hint(format!("valid names: {}", spark_nn::BACKBONE_NAMES.join(", "))));
+        }
+        if self.input_size == 0 || self.input_size % 32 != 0 {
+            return Err(CliError::usage(format!("--input-size {} is not a positive multiple of 32", self.input_size))
+                .hint("the mask patch is the encoder's total stride, 32 px; try 64, 96, 224"));
+        }
+        if !(0.0..1.0).contains(&self.mask_ratio) {
+            return u(format!("--mask-ratio {} must be in [0, 1)", self.mask_ratio));
+        }
+        if self.batch_size < 2 {
+            return Err(CliError::usage(format!("--batch-size {} is too small", self.batch_size))
+                .hint("batch norm needs at least 2 images per batch"));
+        }
+        if self.width_mult <= 0.0 || self.decoder_width < 32 {
+            return u("--width-mult must be > 0 and --decoder-width >= 32 (it halves five times)".into());
+        }
+        if !["lamb", "adamw"].contains(&self.optimizer.as_str()) {
+            return u(format!("--optimizer '{}': use lamb or adamw", self.optimizer));
+        }
+        if !["sparse", "dense-masked"].contains(&self.encoder.as_str()) {
+            return u(format!("--encoder '{}': use sparse or dense-masked", self.encoder));
+        }
+        if self.steps == Some(0) || self.epochs == Some(0) {
+            return u("--steps / --epochs must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+fn flags(a: &PretrainArgs, device: Option<String>) -> toml::Table {
+    let mut f = Flags::default();
+    f.set("preset", a.preset.clone())
+        .set("backbone", a.backbone.clone())
+        .set("width_mult", a.width_mult)
+        .set_usize("input_size", a.input_size)
+        .set("mask_ratio", a.mask_ratio)
+        .set_usize("decoder_width", a.decoder_width)
+        .set_usize("batch_size", a.batch_size)
+        .set("lr", a.lr)
+        .set_usize("warmup_steps", a.warmup_steps)
+        .set("optimizer", a.optimizer.clone())
+        .set("encoder", a.encoder.clone())
+        .set("data", a.data.clone())
+        .set("out", a.out.as_ref().map(|p| p.display().to_string()))
+        .set_usize("save_every", a.save_every)
+        .set_u64("seed", a.seed)
+        .set("device", device);
+    // --steps and --epochs replace each other.
+    if a.steps.is_some() {
+        f.set_usize("steps", a.steps);
+        f.0.remove("epochs");
+    }
+    if a.epochs.is_some() {
+        f.set_usize("epochs", a.epochs);
+    }
+    f.0
+}
+
+/// Preset -> config file -> flags. On resume the checkpoint's config replaces the preset.
+/// `steps` and `epochs` replace each other: a layer that sets one clears the other.
+fn resolve(a: &PretrainArgs, common: &crate::common::CommonOpts, resumed: Option<&str>) -> CliResult<PretrainConfig> {
+    let mut file = a.config.as_deref().map(config::read_file).transpose()?;
+    let preset = a
+        .preset
+        .clone()
+        .or_else(|| file.as_ref().and_then(|f| f.get("preset")).and_then(|v| v.as_str()).map(String::from))
+        .unwrap_or_else(|| "quick".into());
+    let mut defaults = match resumed {
+        Some(text) => toml::from_str(text).map_err(|e| CliError::runtime(format!("checkpoint run config: {e}")))?,
+        None => PretrainConfig::preset(&preset)?,
+    };
+    let mut fl = flags(a, common.device.clone());
+    if let Some(w) = common.workers {
+        fl.insert("workers".into(), (w as i64).into());
+    }
+    let clears = |t: &toml::Table, d: &mut PretrainConfig| {
+        if t.contains_key("epochs") && !t.contains_key("steps") {
+            d.steps = None;
+        }
+        if t.contains_key("steps") && !t.contains_key("epochs") {
+            d.epochs = None;
+        }
+    };
+    if let Some(f) = file.as_mut() {
+        clears(f, &mut defaults);
+        f.remove("preset");
+    }
+    clears(&fl, &mut defaults);
+    // Epochs set by the file but steps by a flag (or the reverse): the flag wins.
+    if let Some(f) = file.as_mut() {
+        if fl.contains_key("steps") {
+            f.remove("epochs");
+        }
+        if fl.contains_key("epochs") {
+            f.remove("steps");
+        }
+    }
+    let mut cfg: PretrainConfig = config::resolve(&defaults, file.as_ref(), a.config.as_deref(), fl)?;
+    cfg.preset = if resumed.is_some() { cfg.preset } else { preset };
+    Ok(cfg)
+}
+
+pub fn run(a: PretrainArgs, common: crate::common::CommonOpts) -> CliResult<()> {
+    // Resume: read the checkpoint first, its config is the base.
+    let resume_path = a.resume.as_ref().map(|r| {
+        if r.is_empty() {
+            let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs/pretrain"));
+            out.join("checkpoint.safetensors")
+        } else {
+            PathBuf::from(r)
+        }
+    });
+    let resumed = resume_path.as_deref().map(checkpoint::load).transpose()?;
+    let cfg = resolve(&a, &common, resumed.as_ref().map(|r| r.run_toml.as_str()))?;
+    cfg.validate()?;
+    setup_threads(common.threads)?;
+    setup_device(&cfg.device)?;
+    let out = PathBuf::from(&cfg.out);
+    std::fs::create_dir_all(&out).ctx(|| format!("cannot create output folder {}", out.display()))?;
+    let cfg_text = toml::to_string_pretty(&cfg).map_err(|e| CliError::runtime(e.to_string()))?;
+    config::save(&cfg, &out.join("config.toml"))?;
+
+    // Data (listing errors surface here, before any training).
+    let dataset = Arc::new(Dataset::open(&cfg.data).map_err(|e| {
+        CliError::runtime(e.to_string())
+            .hint("--data takes a folder of images, class sub-folders, an IDX file or `builtin`")
+    })?);
+    let transform = Transform::train(cfg.input_size, (cfg.crop_scale[0], cfg.crop_scale[1]));
+    let loader = Loader::new(dataset.clone(), transform, LoaderConfig::train(cfg.batch_size, cfg.workers, cfg.seed))?;
+    let spe = loader.steps_per_epoch();
+    let total = match (cfg.steps, cfg.epochs) {
+        (Some(s), _) => s,
+        (None, Some(e)) => e * spe,
+        (None, None) => 100 * spe,
+    };
+
+    // Model and optimizer (fresh or from the checkpoint).
+    let spark_cfg = match &resumed {
+        Some(r) => r.spark.clone(),
+        None => cfg.spark_config(),
+    };
+    let mut init_rng = Rng::new(cfg.seed);
+    let mut model = SparK::new(spark_cfg.clone(), &mut init_rng)?;
+    let mut recipe = cfg.recipe();
+    recipe.optimizer = if cfg.optimizer == "adamw" { OptimizerKind::AdamW } else { OptimizerKind::Lamb };
+    recipe.beta1 = cfg.beta1;
+    recipe.beta2 = cfg.beta2;
+    recipe.max_grad_norm = cfg.max_grad_norm;
+    let mut optim = recipe.build_optimizer();
+    let mut rng = init_rng.fork();
+    let mut start = 0;
+    if let (Some(r), Some(p)) = (&resumed, &resume_path) {
+        checkpoint::load_into(&model, &r.model, p)?;
+        optim.moments_mut().load_named(r.optim_step, r.optim.clone())?;
+        rng = r.rng.clone();
+        start = r.step;
+        if start >= total {
+            return Err(CliError::usage(format!(
+                "the checkpoint is already at step {start} of {total}; nothing to do"
+            ))
+            .hint("pass a larger --steps (or --epochs) to train further"));
+        }
+    }
+    model.train();
+    let params = optim_params(&model.trainable_parameters(), &recipe.no_decay);
+    let peak = cfg.lr.unwrap_or(cfg.base_lr * cfg.batch_size as f64 / cfg.lr_ref_batch as f64);
+    let warmup = cfg.warmup_steps.unwrap_or((cfg.warmup_epochs * spe as f64).round() as usize).min(total);
+    let lr_s = LrSchedule {
+        peak,
+        warmup_iters: warmup,
+        total_iters: total,
+        warmup_start_factor: recipe.warmup_start_factor,
+        min_factor: recipe.min_lr_factor,
+        cosine_end: recipe.cosine_end,
+    };
+    let wd_s = WdSchedule { start: cfg.wd, end: cfg.wd_end, total_iters: total, cosine_end: CosineEnd::LastIter };
+    let mode = if cfg.encoder == "sparse" { EncoderMode::Sparse } else { EncoderMode::DenseMasked };
+
+    let nparams = model.num_parameters();
+    eprintln!(
+        "spark pretrain: {} (width x{}) at {} px, mask {:.2}, decoder {}, {:.2}M parameters",
+        spark_cfg.backbone,
+        spark_cfg.width_mult,
+        spark_cfg.input_size,
+        spark_cfg.mask_ratio,
+        spark_cfg.decoder_width,
+        nparams as f64 / 1e6
+    );
+    eprintln!("data: {}; {} steps/epoch at batch {}", dataset.describe(), spe, cfg.batch_size);
+    eprintln!(
+        "training: steps {}..{total}, {} peak lr {peak:.2e}, warmup {warmup}, {} encoder, {} compute threads, {} data workers, seed {}",
+        start,
+        cfg.optimizer,
+        cfg.encoder,
+        compute_threads(),
+        cfg.workers,
+        cfg.seed
+    );
+    eprintln!("output: {}", out.display());
+
+    let ckpt_path = out.join("checkpoint.safetensors");
+    let metrics_path = out.join("metrics.jsonl");
+    let mut metrics = MetricsLog::open(&metrics_path, Some(start))?;
+    let pb = progress::bar((total - start) as u64, "pretrain");
+    let t0 = Instant::now();
+    let mut stream = loader.stream(start, Some(total));
+    let mut last_loss = f64::NAN;
+    let mut first_loss = None;
+    for step in start..total {
+        let batch = match stream.next() {
+            Some(b) => b?,
+            None => return Err(CliError::runtime("the data loader ended early")),
+        };
+        for (name, why) in &batch.newly_skipped {
+            progress::println(&pb, &format!("warning: skipped unreadable image {name}: {why}"));
+        }
+        let ts = Instant::now();
+        let (lr, wd) = (lr_s.lr(step), wd_s.wd(step));
+        let b = batch.labels.len();
+        if b < 2 {
+            progress::println(
+                &pb,
+                &format!("warning: step {step} has {b} readable image(s); skipped (batch norm needs 2)"),
+            );
+            pb.inc(1);
+            continue;
+        }
+        let mask = model.sample_mask(b, &mut rng)?;
+        let outp = model.forward(&batch.images, &mask, mode, &mut rng)?;
+        let loss = outp.loss.to_scalar()?;
+        if !loss.is_finite() {
+            pb.abandon();
+            let keep = if ckpt_path.exists() {
+                format!("the last good checkpoint is {}", ckpt_path.display())
+            } else {
+                "no checkpoint was written yet".into()
+            };
+            return Err(CliError::runtime(format!("loss became {loss} at step {step}; stopped ({keep})"))
+                .hint("lower --lr or raise --warmup-steps"));
+        }
+        let grads = outp.loss.backward()?;
+        let info = optim.step(&params, &grads, lr, wd)?;
+        drop(grads);
+        let dt = ts.elapsed().as_secs_f64();
+        first_loss.get_or_insert(loss);
+        last_loss = loss;
+        metrics.log(&Record {
+            step,
+            epoch: batch.epoch,
+            loss,
+            lr,
+            wd,
+            images_per_s: b as f64 / dt.max(1e-9),
+            grad_norm: info.grad_norm,
+            elapsed_s: t0.elapsed().as_secs_f64(),
+        })?;
+        pb.set_message(format!("loss {loss:.4} lr {lr:.2e}"));
+        pb.inc(1);
+        if pb.is_hidden() && ((step + 1) % 20 == 0 || step + 1 == total || step == start) {
+            eprintln!(
+                "step {:>5}/{total}  loss {loss:.4}  lr {lr:.2e}  grad-norm {:.3}  {:.1} img/s",
+                step + 1,
+                info.grad_norm,
+                b as f64 / dt.max(1e-9)
+            );
+        }
+        if (step + 1) % cfg.save_every.max(1) == 0 && step + 1 < total {
+            checkpoint::save(&ckpt_path, &model, optim.as_ref(), &cfg_text, step + 1, &rng)?;
+        }
+    }
+    drop(stream);
+    pb.finish_and_clear();
+    checkpoint::save(&ckpt_path, &model, optim.as_ref(), &cfg_text, total, &rng)?;
+    let skipped = loader.skips().count();
+    eprintln!(
+        "done: {} steps in {:.1}s; loss {:.4} -> {:.4}{}",
+        total - start,
+        t0.elapsed().as_secs_f64(),
+        first_loss.unwrap_or(f64::NAN),
+        last_loss,
+        if skipped > 0 { format!("; {skipped} unreadable image(s) skipped") } else { String::new() }
+    );
+    write_plot(&metrics_path, &out.join("loss.svg"), &spark_cfg)?;
+    eprintln!("wrote {}", ckpt_path.display());
+    eprintln!("wrote {}", metrics.path().display());
+    eprintln!("wrote {}", out.join("loss.svg").display());
+    let png = out.join("reconstruction.png");
+    let eval_data = if cfg.data == "builtin" { "builtin:val".to_string() } else { cfg.data.clone() };
+    let eval_ds = Dataset::open(&eval_data).unwrap_or_else(|_| (*dataset).clone());
+    model.eval();
+    crate::cmd::reconstruct::write_grid(&model, &eval_ds, cfg.reconstruction_images, cfg.seed, cfg.workers, &png)?;
+    eprintln!("wrote {} (rows: original | masked input | reconstruction)", png.display());
+    Ok(())
+}
+
+pub fn write_plot(metrics: &Path, svg: &Path, c: &SparkConfig) -> CliResult<()> {
+    let recs = read_records(metrics)?;
+    let pts: Vec<(f64, f64)> = recs.iter().map(|r| ((r.step + 1) as f64, r.loss)).collect();
+    let title = format!("SparK pretraining loss: {} x{} @{} px", c.backbone, c.width_mult, c.input_size);
+    std::fs::write(svg, loss_curve_svg(&pts, &title)).ctx(|| format!("cannot write {}", svg.display()))
+}

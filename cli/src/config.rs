@@ -1,0 +1,107 @@
+//! Resolving a run's configuration: preset defaults, then a TOML file, then command-line flags
+//! (each layer overrides the one before). The resolved value is saved as `config.toml` in the
+//! run folder, so `--config runs/x/config.toml` repeats a run.
+
+use crate::error::{CliError, CliResult};
+use serde::{de::DeserializeOwned, Serialize};
+use std::path::Path;
+
+/// Merges `file` (a TOML file, optional) and `flags` (only the fields the user set) over
+/// `defaults`, and deserialises the result. Unknown keys in the file are errors naming the file.
+pub fn resolve<T: Serialize + DeserializeOwned>(
+    defaults: &T,
+    file: Option<&toml::Table>,
+    file_name: Option<&Path>,
+    flags: toml::Table,
+) -> CliResult<T> {
+    let mut base = toml::Table::try_from(defaults).map_err(|e| CliError::runtime(format!("config: {e}")))?;
+    if let Some(f) = file {
+        for (k, v) in f {
+            base.insert(k.clone(), v.clone());
+        }
+    }
+    let from_file = base.clone();
+    for (k, v) in flags {
+        base.insert(k, v);
+    }
+    base.try_into().map_err(|e: toml::de::Error| {
+        let what = match file_name {
+            Some(p) if T::deserialize(toml::Value::Table(from_file)).is_err() => format!("config file {}", p.display()),
+            _ => "configuration".to_string(),
+        };
+        CliError::usage(format!("{what}: {}", e.message().trim())).hint("see `spark <command> --help` for the keys")
+    })
+}
+
+/// Reads a TOML config file into a table.
+pub fn read_file(path: &Path) -> CliResult<toml::Table> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::usage(format!("cannot read config file {}: {e}", path.display())))?;
+    text.parse::<toml::Table>()
+        .map_err(|e| CliError::usage(format!("config file {} is not valid TOML: {}", path.display(), e.message())))
+}
+
+/// Collects `Some` flag values into a table under their config key.
+#[derive(Default)]
+pub struct Flags(pub toml::Table);
+
+impl Flags {
+    pub fn set<V: Into<toml::Value>>(&mut self, key: &str, v: Option<V>) -> &mut Self {
+        if let Some(v) = v {
+            self.0.insert(key.to_string(), v.into());
+        }
+        self
+    }
+    pub fn set_usize(&mut self, key: &str, v: Option<usize>) -> &mut Self {
+        self.set(key, v.map(|x| x as i64))
+    }
+    pub fn set_u64(&mut self, key: &str, v: Option<u64>) -> &mut Self {
+        self.set(key, v.map(|x| x as i64))
+    }
+}
+
+/// Saves a resolved config as TOML.
+pub fn save<T: Serialize>(value: &T, path: &Path) -> CliResult<()> {
+    let text = toml::to_string_pretty(value).map_err(|e| CliError::runtime(format!("config: {e}")))?;
+    std::fs::write(path, text).map_err(|e| CliError::runtime(format!("cannot write {}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct C {
+        a: i64,
+        b: String,
+        c: Option<f64>,
+    }
+
+    #[test]
+    fn flags_override_file_override_defaults() {
+        let d = C { a: 1, b: "x".into(), c: None };
+        let file: toml::Table = "a = 5\nb = \"file\"".parse().unwrap();
+        let mut f = Flags::default();
+        f.set("b", Some("flag")).set("c", None::<f64>);
+        let r: C = resolve(&d, Some(&file), None, f.0).unwrap();
+        assert_eq!(r, C { a: 5, b: "flag".into(), c: None });
+        let mut f = Flags::default();
+        f.set("c", Some(0.5));
+        let r: C = resolve(&d, None, None, f.0).unwrap();
+        assert_eq!(r.c, Some(0.5));
+    }
+
+    #[test]
+    fn unknown_or_mistyped_keys_are_usage_errors_naming_the_file() {
+        let d = C { a: 1, b: "x".into(), c: None };
+        let file: toml::Table = "bogus = 1".parse().unwrap();
+        let e = resolve(&d, Some(&file), Some(Path::new("my.toml")), toml::Table::new()).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.msg.contains("my.toml") && e.msg.contains("bogus"), "{}", e.msg);
+        let file: toml::Table = "a = \"three\"".parse().unwrap();
+        let e = resolve(&d, Some(&file), Some(Path::new("my.toml")), toml::Table::new()).unwrap_err();
+        assert!(e.msg.contains("my.toml"), "{}", e.msg);
+    }
+}
