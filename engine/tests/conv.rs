@@ -148,6 +148,45 @@ fn conv2d_gradcheck_every_geometry() {
     }
 }
 
+/// The f32 kernels (implicit GEMM, flipped-kernel input gradient, depthwise) give the same
+/// gradients as the gradient-checked f64 path, on every geometry.
+#[test]
+fn conv2d_f32_backward_matches_f64() {
+    for (i, (name, xs, ws, p)) in conv_cases().into_iter().enumerate() {
+        let run = |dt: DType| {
+            let x = randn(&xs, 60 + i as u64).to_dtype(dt).unwrap().to_variable();
+            let w = randn(&ws, 160 + i as u64).to_dtype(dt).unwrap().to_variable();
+            let b = randn(&[ws[0]], 260 + i as u64).to_dtype(dt).unwrap().to_variable();
+            let y = x.conv2d(&w, Some(&b), p).unwrap();
+            let go = randn(y.dims(), 360 + i as u64).to_dtype(dt).unwrap();
+            let gr = y.backward_with(&go).unwrap();
+            [&x, &w, &b].map(|t| gr.get(t).unwrap().to_vec_f64().unwrap())
+        };
+        let (g32, g64) = (run(DType::F32), run(DType::F64));
+        for (what, (a, e)) in ["grad_input", "grad_weight", "grad_bias"].iter().zip(g32.iter().zip(&g64)) {
+            assert_close(&format!("{name} {what}"), a, e, 1e-4, 1e-4);
+        }
+    }
+}
+
+#[test]
+fn conv_transpose2d_f32_backward_matches_f64() {
+    for (i, (name, xs, ws, p)) in convt_cases().into_iter().enumerate() {
+        let run = |dt: DType| {
+            let x = randn(&xs, 70 + i as u64).to_dtype(dt).unwrap().to_variable();
+            let w = randn(&ws, 170 + i as u64).to_dtype(dt).unwrap().to_variable();
+            let y = x.conv_transpose2d(&w, None, p).unwrap();
+            let go = randn(y.dims(), 370 + i as u64).to_dtype(dt).unwrap();
+            let gr = y.backward_with(&go).unwrap();
+            [&x, &w].map(|t| gr.get(t).unwrap().to_vec_f64().unwrap())
+        };
+        let (g32, g64) = (run(DType::F32), run(DType::F64));
+        for (what, (a, e)) in ["grad_input", "grad_weight"].iter().zip(g32.iter().zip(&g64)) {
+            assert_close(&format!("{name} {what}"), a, e, 1e-4, 1e-4);
+        }
+    }
+}
+
 #[test]
 fn conv2d_gradcheck_non_contiguous_input() {
     // Input is a permuted view: the op must read it through its strides.
@@ -298,4 +337,83 @@ fn golden_conv_transpose4x4_s2() {
         |x, w, b| x.conv_transpose2d(w, Some(b), ConvTranspose2dParams::new(2, 1)).unwrap(),
         [(1e-5, 1e-4), (2e-5, 1e-4), (5e-4, 1e-4), (5e-4, 1e-5)],
     );
+}
+
+// ------------------------------------------------------------------ timing (not a test)
+
+/// Best-of-N wall time of the benchmark layers (batch 8, f32), forward and forward+backward.
+/// `cargo test --release -p spark-engine --test conv -- --ignored --nocapture conv_timing`
+#[test]
+#[ignore]
+fn conv_timing() {
+    let cases: Vec<(&str, [usize; 4], [usize; 4], Conv2dParams)> = vec![
+        ("conv3x3 64->64 56x56", [8, 64, 56, 56], [64, 64, 3, 3], Conv2dParams::new(1, 1)),
+        ("conv3x3 256->256 14x14", [8, 256, 14, 14], [256, 256, 3, 3], Conv2dParams::new(1, 1)),
+        ("conv1x1 256->64 56x56", [8, 256, 56, 56], [64, 256, 1, 1], Conv2dParams::new(1, 0)),
+        ("dw7x7 96ch 56x56", [8, 96, 56, 56], [96, 1, 7, 7], Conv2dParams::new(1, 3).with_groups(96)),
+        ("stem7x7s2 3->64 224x224", [8, 3, 224, 224], [64, 3, 7, 7], Conv2dParams::new(2, 3)),
+    ];
+    let f32r = |s: &[usize], seed| {
+        Tensor::randn(s, 0.0, 1.0, &mut Rng::new(seed), DType::F32, Device::Cpu).unwrap().to_variable()
+    };
+    // (best wall ms, mean CPU ms per call over all threads)
+    let best = |reps: usize, f: &mut dyn FnMut()| {
+        f();
+        let c0 = cpu_seconds();
+        let wall = (0..reps)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                f();
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .fold(f64::MAX, f64::min);
+        (wall, (cpu_seconds() - c0) * 1e3 / reps as f64)
+    };
+    for (name, xs, ws, p) in cases {
+        let (x, w, b) = (f32r(&xs, 1), f32r(&ws, 2), f32r(&[ws[0]], 3));
+        let fwd = best(10, &mut || {
+            spark_engine::no_grad(|| x.conv2d(&w, Some(&b), p).unwrap());
+        });
+        let fb = best(10, &mut || {
+            let y = x.conv2d(&w, Some(&b), p).unwrap();
+            let g = y.ones_like().unwrap();
+            let grads = y.backward_with(&g).unwrap();
+            assert_eq!(grads.len(), 3);
+        });
+        let gflop = 2.0 * (xs[0] * ws[0] * ws[1] * ws[2] * ws[3]) as f64 * y_hw(&x, &w, p) as f64 / 1e9;
+        println!(
+            "{name}: fwd {:.2} ms (cpu {:.2} ms = {:.0} GF/s/cpu), fwd+bwd {:.2} ms (cpu {:.2} ms = {:.0} GF/s/cpu) threads {}",
+            fwd.0,
+            fwd.1,
+            gflop / fwd.1 * 1e3,
+            fb.0,
+            fb.1,
+            3.0 * gflop / fb.1 * 1e3,
+            rayon::current_num_threads()
+        );
+    }
+    let x = f32r(&[8, 768, 7, 7], 4);
+    let w = f32r(&[768, 384, 4, 4], 5);
+    let p = ConvTranspose2dParams::new(2, 1);
+    let fwd = best(5, &mut || {
+        spark_engine::no_grad(|| x.conv_transpose2d(&w, None, p).unwrap());
+    });
+    println!("convT4x4s2 768->384 7x7: fwd {:.2} ms (cpu {:.2} ms)", fwd.0, fwd.1);
+}
+
+fn y_hw(x: &Tensor, w: &Tensor, p: Conv2dParams) -> usize {
+    p.out_size(0, x.dims()[2], w.dims()[2]).unwrap() * p.out_size(1, x.dims()[3], w.dims()[3]).unwrap()
+}
+
+/// CPU time of this process (all threads) from /proc, in seconds.
+fn cpu_seconds() -> f64 {
+    let mut ns = 0u64;
+    if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
+        for e in dir.flatten() {
+            if let Ok(s) = std::fs::read_to_string(e.path().join("schedstat")) {
+                ns += s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            }
+        }
+    }
+    ns as f64 * 1e-9
 }

@@ -130,31 +130,58 @@ fn f64_generic_path_matches() {
     }
 }
 
-/// Timing helper (not a correctness test): best-of-N GFLOP/s of the public `gemm` at square
-/// sizes. `cargo test --release -p spark-engine --test gemm -- --ignored --nocapture gemm_timing`
+/// Timing helper (not a correctness test): best-of-N GFLOP/s of the public `gemm`.
+/// `GEMM_SIZES=512,1024,64x3136x576 cargo test --release -p spark-engine --test gemm -- --ignored
+/// --nocapture gemm_timing` (n = square, MxNxK otherwise). Also prints a CPU-time based rate, which
+/// is robust to other jobs sharing the cores.
 #[test]
 #[ignore]
 fn gemm_timing() {
-    let sizes: Vec<usize> = std::env::var("GEMM_SIZES")
-        .map(|s| s.split(',').map(|x| x.parse().unwrap()).collect())
-        .unwrap_or_else(|_| vec![512, 1024, 2048]);
+    let sizes: Vec<[usize; 3]> = std::env::var("GEMM_SIZES")
+        .unwrap_or_else(|_| "512,1024,2048".into())
+        .split(',')
+        .map(|x| {
+            let v: Vec<usize> = x.split('x').map(|d| d.parse().unwrap()).collect();
+            if v.len() == 3 {
+                [v[0], v[1], v[2]]
+            } else {
+                [v[0]; 3]
+            }
+        })
+        .collect();
     let mut rng = Rng::new(1);
-    for n in sizes {
-        let a = rand_vec(n * n, &mut rng);
-        let b = rand_vec(n * n, &mut rng);
-        let mut c = vec![0.0f32; n * n];
-        let reps = (4e9 / (2.0 * (n as f64).powi(3))).clamp(3.0, 50.0) as usize;
-        let mut best = f64::MAX;
+    for [m, n, k] in sizes {
+        let a = rand_vec(m * k, &mut rng);
+        let b = rand_vec(k * n, &mut rng);
+        let mut c = vec![0.0f32; m * n];
+        let flop = 2.0 * (m * n * k) as f64;
+        let reps = (4e9 / flop).clamp(3.0, 50.0) as usize;
+        let (mut best, c_start) = (f64::MAX, cpu_seconds());
         for _ in 0..reps {
             let t = std::time::Instant::now();
-            gemm(MatRef::new(&a, n, n), MatRef::new(&b, n, n), &mut c, n, false);
+            gemm(MatRef::new(&a, m, k), MatRef::new(&b, k, n), &mut c, n, false);
             best = best.min(t.elapsed().as_secs_f64());
         }
         println!(
-            "gemm n={n} threads={} best {:.3} ms {:.1} GFLOP/s",
+            "gemm {m}x{n}x{k} threads={} best {:.3} ms {:.1} GFLOP/s (CPU-time rate {:.1} GFLOP/s per busy thread)",
             rayon::current_num_threads(),
             best * 1e3,
-            2.0 * (n as f64).powi(3) / best / 1e9
+            flop / best / 1e9,
+            flop * reps as f64 / (cpu_seconds() - c_start) / 1e9 * rayon::current_num_threads() as f64
         );
     }
+}
+
+/// CPU time of this process (all threads) from /proc, in seconds: a noise-robust work measure
+/// when other jobs share the cores.
+fn cpu_seconds() -> f64 {
+    let mut ns = 0u64;
+    if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
+        for e in dir.flatten() {
+            if let Ok(s) = std::fs::read_to_string(e.path().join("schedstat")) {
+                ns += s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            }
+        }
+    }
+    ns as f64 * 1e-9
 }

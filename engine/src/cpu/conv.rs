@@ -7,6 +7,7 @@
 //! plane already is `col`). Transposed convolution reuses these as the adjoint of conv2d.
 
 use super::conv_dw;
+use super::conv_implicit::{self as implicit, as_f32, as_f32_mut};
 use super::gemm::{gemm, MatRef};
 use super::scratch::with_scratch;
 use crate::Float;
@@ -161,6 +162,12 @@ pub fn conv2d_forward<T: Float>(x: &[T], w: &[T], bias: Option<&[T]>, g: &ConvGe
         conv_dw::forward(x, w, bias, g, &mut out);
         return out;
     }
+    if !g.is_pointwise() {
+        if let (Some(xf), Some(wf), Some(of)) = (as_f32(x), as_f32(w), as_f32_mut(&mut out)) {
+            implicit::forward(xf, wf, bias.map(|b| as_f32(b).expect("bias has the input's dtype")), g, of);
+            return out;
+        }
+    }
     let (cin_g, cout_g, k, l) = (g.cin_g(), g.cout_g(), g.k(), g.l());
     let img_in = g.cin * g.h * g.w;
     let grp_in = cin_g * g.h * g.w;
@@ -198,6 +205,12 @@ pub fn conv2d_backward_input<T: Float>(go: &[T], w: &[T], g: &ConvGeom) -> Vec<T
         conv_dw::backward_input(go, w, g, &mut gx);
         return gx;
     }
+    if !g.is_pointwise() && implicit::input_grad_as_conv(g) {
+        if let (Some(gof), Some(wf), Some(gxf)) = (as_f32(go), as_f32(w), as_f32_mut(&mut gx)) {
+            implicit::backward_input_stride1(gof, wf, g, gxf);
+            return gx;
+        }
+    }
     let (cin_g, cout_g, k, l) = (g.cin_g(), g.cout_g(), g.k(), g.l());
     let grp_in = cin_g * g.h * g.w;
     gx.par_chunks_mut(g.cin * g.h * g.w).enumerate().for_each(|(ni, gxi)| {
@@ -229,6 +242,13 @@ pub fn conv2d_backward_weight<T: Float>(x: &[T], go: &[T], g: &ConvGeom) -> Vec<
         let mut gw = vec![T::ZERO; wlen];
         conv_dw::backward_weight(x, go, g, &mut gw);
         return gw;
+    }
+    if !g.is_pointwise() {
+        let mut gw = vec![T::ZERO; wlen];
+        if let (Some(xf), Some(gof), Some(gwf)) = (as_f32(x), as_f32(go), as_f32_mut(&mut gw)) {
+            implicit::backward_weight(xf, gof, g, gwf);
+            return gw;
+        }
     }
     let (cin_g, cout_g, k, l) = (g.cin_g(), g.cout_g(), g.k(), g.l());
     let (img_in, grp_in) = (g.cin * g.h * g.w, cin_g * g.h * g.w);

@@ -2,6 +2,7 @@
 
 pub mod conv;
 pub mod conv_dw;
+pub mod conv_implicit;
 pub mod gemm;
 pub mod pool;
 pub mod scratch;

@@ -3,8 +3,7 @@
 //! its own packed A block. Inside a task: NR panel of B outer (stays in L1), MR panel of A inner.
 
 use super::kernels::KernelSpec;
-use super::pack::{pack_a, pack_b_panel};
-use super::MatRef;
+use super::{PackA, PackB};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -50,15 +49,16 @@ fn with_scratch<R>(
     })
 }
 
-pub(crate) fn gemm_f32(
+/// `C[m, n] (+)= A[m, k] · B[k, n]` where A and B are whatever can pack themselves into panels.
+pub(crate) fn gemm_f32<A: PackA + ?Sized, B: PackB + ?Sized>(
     spec: &KernelSpec,
-    a: MatRef<'_, f32>,
-    b: MatRef<'_, f32>,
+    (m, n, k): (usize, usize, usize),
+    a: &A,
+    b: &B,
     c: &mut [f32],
     ldc: usize,
     accumulate: bool,
 ) {
-    let (m, n, k) = (a.rows, b.cols, a.cols);
     let (mr, nr) = (spec.mr, spec.nr);
     let threads = rayon::current_num_threads();
     let parallel = threads > 1 && m * n * k >= PAR_MIN_WORK;
@@ -86,7 +86,7 @@ pub(crate) fn gemm_f32(
             with_scratch(&B_BUF, npanels * bp_len, |bbuf| {
                 let pack = |(jp, dst): (usize, &mut [f32])| {
                     let j0 = jc + jp * nr;
-                    pack_b_panel(&b, j0, nr.min(jc + ncur - j0), pc, kcur, nr, dst)
+                    b.pack_b(j0, nr.min(jc + ncur - j0), pc, kcur, nr, dst)
                 };
                 if parallel {
                     bbuf.par_chunks_mut(bp_len).enumerate().for_each(pack);
@@ -104,7 +104,7 @@ pub(crate) fn gemm_f32(
                     }
                     let apanels = mcur.div_ceil(mr);
                     with_scratch(&A_BUF, apanels * kcur * mr, |abuf| {
-                        pack_a(&a, i0, mcur, pc, kcur, mr, abuf);
+                        a.pack_a(i0, mcur, pc, kcur, mr, abuf);
                         let mut tmp = [0.0f32; 32 * 32];
                         for jp in p_lo..p_hi {
                             let j0 = jc + jp * nr;

@@ -43,6 +43,45 @@ impl<'a, T: Copy> MatRef<'a, T> {
     }
 }
 
+/// The left operand of `gemm_packed`: anything that can write rows `i0..i0+mc`, depths
+/// `p0..p0+kc` of itself as ceil(mc/mr) panels of `kc * mr` floats (for each k, `mr` row values,
+/// rows past `mc` zero). Lets callers fuse a gather (e.g. im2col) into packing.
+pub trait PackA: Sync {
+    fn pack_a(&self, i0: usize, mc: usize, p0: usize, kc: usize, mr: usize, dst: &mut [f32]);
+}
+
+/// The right operand of `gemm_packed`: writes columns `j0..j0+cols` (`cols <= nr`), depths
+/// `p0..p0+kc` as one panel of `kc * nr` floats (for each k, `nr` column values, columns past
+/// `cols` zero).
+pub trait PackB: Sync {
+    fn pack_b(&self, j0: usize, cols: usize, p0: usize, kc: usize, nr: usize, dst: &mut [f32]);
+}
+
+/// f32 `C[m, n] (+)= A[m, k] · B[k, n]` (C row-major with leading dimension `ldc`) on the
+/// fastest path, with operands that pack themselves (implicit GEMM).
+pub fn gemm_packed<A: PackA + ?Sized, B: PackB + ?Sized>(
+    (m, n, k): (usize, usize, usize),
+    a: &A,
+    b: &B,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(ldc >= n && c.len() >= (m - 1) * ldc + n, "gemm_packed: C too small");
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                c[i * ldc..i * ldc + n].fill(0.0);
+            }
+        }
+        return;
+    }
+    driver::gemm_f32(&spec(default_path()), (m, n, k), a, b, c, ldc, accumulate);
+}
+
 /// A SIMD code path of the f32 GEMM.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum GemmPath {
@@ -140,7 +179,7 @@ pub fn gemm<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T], ldc: usiz
     if T::DTYPE == DType::F32 {
         // SAFETY: T::DTYPE == F32 means T is f32 (Float is implemented for f32 and f64 only).
         let (a, b, c) = unsafe { (cast_mat(a), cast_mat(b), &mut *(c as *mut [T] as *mut [f32])) };
-        driver::gemm_f32(&spec(default_path()), a, b, c, ldc, accumulate);
+        driver::gemm_f32(&spec(default_path()), (a.rows, b.cols, a.cols), &a, &b, c, ldc, accumulate);
     } else {
         reference_gemm(a, b, c, ldc, accumulate);
     }
@@ -160,7 +199,7 @@ pub fn gemm_with_path(
         return Err(Error::Msg(format!("gemm_with_path: {path:?} is not supported by this CPU")));
     }
     if prologue(&a, &b, c, ldc, accumulate) {
-        driver::gemm_f32(&spec(path), a, b, c, ldc, accumulate);
+        driver::gemm_f32(&spec(path), (a.rows, b.cols, a.cols), &a, &b, c, ldc, accumulate);
     }
     Ok(())
 }

@@ -2,11 +2,11 @@
 //! whole panels so the microkernel never branches on edges. Packing also absorbs any strides
 //! (transposed operands are just another stride pair).
 
-use super::MatRef;
+use super::{MatRef, PackA, PackB};
 
 /// Packs rows `i0..i0+mc`, depths `p0..p0+kc` of `a` into `dst` as ceil(mc/MR) panels of
 /// `kc * MR` values (for each k, MR row values).
-pub(crate) fn pack_a(a: &MatRef<'_, f32>, i0: usize, mc: usize, p0: usize, kc: usize, mr: usize, dst: &mut [f32]) {
+fn pack_a(a: &MatRef<'_, f32>, i0: usize, mc: usize, p0: usize, kc: usize, mr: usize, dst: &mut [f32]) {
     let panels = mc.div_ceil(mr);
     for pi in 0..panels {
         let r0 = i0 + pi * mr;
@@ -76,5 +76,17 @@ pub(crate) fn pack_b_panel(
                 *v = if j < cols { b.data[base + (j0 + j) * b.cs] } else { 0.0 };
             }
         }
+    }
+}
+
+impl PackA for MatRef<'_, f32> {
+    fn pack_a(&self, i0: usize, mc: usize, p0: usize, kc: usize, mr: usize, dst: &mut [f32]) {
+        pack_a(self, i0, mc, p0, kc, mr, dst)
+    }
+}
+
+impl PackB for MatRef<'_, f32> {
+    fn pack_b(&self, j0: usize, cols: usize, p0: usize, kc: usize, nr: usize, dst: &mut [f32]) {
+        pack_b_panel(self, j0, cols, p0, kc, nr, dst)
     }
 }

@@ -1,0 +1,203 @@
+//! f32 implicit-GEMM convolution: the im2col matrix is never materialised; the GEMM packs its
+//! panels straight from the input planes (`Im2col` implements `PackA`/`PackB`). This saves a
+//! full write + read of the column matrix, which is several times larger than the input.
+
+use super::conv::{tap_offset, valid_range, ConvGeom};
+use super::gemm::{gemm_packed, MatRef, PackA, PackB};
+use crate::{DType, Float};
+use rayon::prelude::*;
+
+/// Per im2col row k = (ci, ky, kx): offset of the channel plane and the tap offsets.
+type Tap = (usize, isize, isize);
+
+fn taps(g: &ConvGeom) -> Vec<Tap> {
+    let mut t = Vec::with_capacity(g.k());
+    for ci in 0..g.cin_g() {
+        for ky in 0..g.kh {
+            for kx in 0..g.kw {
+                t.push((ci * g.h * g.w, tap_offset(ky, g.dil[0], g.pad[0]), tap_offset(kx, g.dil[1], g.pad[1])));
+            }
+        }
+    }
+    t
+}
+
+/// The im2col matrix `col[K, L]` of one image-group's input planes `x` (`cin_g * h * w`).
+struct Im2col<'a> {
+    x: &'a [f32],
+    g: &'a ConvGeom,
+    taps: &'a [Tap],
+}
+
+impl Im2col<'_> {
+    /// Writes `col[k][l0..l0+len]` to `dst[t * step]`, t = 0..len.
+    #[inline]
+    fn row_segment(&self, k: usize, l0: usize, len: usize, dst: &mut [f32], step: usize) {
+        let g = self.g;
+        let (base, offy, offx) = self.taps[k];
+        let (sy, sx) = (g.stride[0], g.stride[1]);
+        let (xlo, xhi) = valid_range(offx, sx, g.w, g.ow);
+        let (mut oy, mut ox) = (l0 / g.ow, l0 % g.ow);
+        let mut t = 0;
+        while t < len {
+            let seg = (g.ow - ox).min(len - t);
+            let iy = (oy * sy) as isize + offy;
+            if iy < 0 || iy >= g.h as isize {
+                for u in 0..seg {
+                    dst[(t + u) * step] = 0.0;
+                }
+            } else {
+                let row = &self.x[base + iy as usize * g.w..base + (iy as usize + 1) * g.w];
+                // Valid part of this segment: [a, b) in output columns.
+                let (a, b) = (ox.max(xlo), (ox + seg).min(xhi).max(ox.max(xlo)));
+                if step == 1 && sx == 1 {
+                    let d = &mut dst[t..t + seg];
+                    d[..a - ox].fill(0.0);
+                    let s0 = (a as isize + offx) as usize;
+                    d[a - ox..b - ox].copy_from_slice(&row[s0..s0 + (b - a)]);
+                    d[b - ox..].fill(0.0);
+                } else {
+                    for u in 0..seg {
+                        let c = ox + u;
+                        dst[(t + u) * step] =
+                            if c >= a && c < b { row[((c * sx) as isize + offx) as usize] } else { 0.0 };
+                    }
+                }
+            }
+            t += seg;
+            ox = 0;
+            oy += 1;
+        }
+    }
+}
+
+impl PackB for Im2col<'_> {
+    fn pack_b(&self, j0: usize, cols: usize, p0: usize, kc: usize, nr: usize, dst: &mut [f32]) {
+        for p in 0..kc {
+            let row = &mut dst[p * nr..(p + 1) * nr];
+            self.row_segment(p0 + p, j0, cols, row, 1);
+            row[cols..].fill(0.0);
+        }
+    }
+}
+
+impl PackA for Im2col<'_> {
+    fn pack_a(&self, i0: usize, mc: usize, p0: usize, kc: usize, mr: usize, dst: &mut [f32]) {
+        for (pi, panel) in dst.chunks_mut(kc * mr).take(mc.div_ceil(mr)).enumerate() {
+            let r0 = i0 + pi * mr;
+            let rows = mr.min(i0 + mc - r0);
+            for i in 0..rows {
+                self.row_segment(r0 + i, p0, kc, &mut panel[i..], mr);
+            }
+            for i in rows..mr {
+                for p in 0..kc {
+                    panel[p * mr + i] = 0.0;
+                }
+            }
+        }
+    }
+}
+
+/// `Some` f32 view when `T` is f32.
+pub(crate) fn as_f32<T: Float>(s: &[T]) -> Option<&[f32]> {
+    // SAFETY: T::DTYPE == F32 means T is f32.
+    (T::DTYPE == DType::F32).then(|| unsafe { std::slice::from_raw_parts(s.as_ptr() as *const f32, s.len()) })
+}
+
+pub(crate) fn as_f32_mut<T: Float>(s: &mut [T]) -> Option<&mut [f32]> {
+    // SAFETY: as above.
+    (T::DTYPE == DType::F32).then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr() as *mut f32, s.len()) })
+}
+
+/// Forward convolution into `out` (`g.out_len()`), bias added.
+pub(crate) fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeom, out: &mut [f32]) {
+    let (cin_g, cout_g, k, l) = (g.cin_g(), g.cout_g(), g.k(), g.l());
+    let (img_in, grp_in) = (g.cin * g.h * g.w, cin_g * g.h * g.w);
+    let taps = taps(g);
+    out.par_chunks_mut(g.cout * l).enumerate().for_each(|(ni, o)| {
+        for gi in 0..g.groups {
+            let src = Im2col { x: &x[ni * img_in + gi * grp_in..ni * img_in + (gi + 1) * grp_in], g, taps: &taps };
+            let wg = MatRef::new(&w[gi * cout_g * k..(gi + 1) * cout_g * k], cout_g, k);
+            gemm_packed((cout_g, l, k), &wg, &src, &mut o[gi * cout_g * l..(gi + 1) * cout_g * l], l, false);
+        }
+        if let Some(b) = bias {
+            for (row, &bv) in o.chunks_mut(l).zip(b) {
+                row.iter_mut().for_each(|v| *v += bv);
+            }
+        }
+    });
+}
+
+/// Whether the input gradient can run as a forward convolution of `grad_out` with the flipped
+/// kernel (stride 1 and padding within the kernel span).
+pub(crate) fn input_grad_as_conv(g: &ConvGeom) -> bool {
+    g.stride == [1, 1] && g.pad[0] <= g.dil[0] * (g.kh - 1) && g.pad[1] <= g.dil[1] * (g.kw - 1)
+}
+
+/// Input gradient for `input_grad_as_conv` geometries: `gx = conv(go, flip(w)^T)` with
+/// padding `dil*(k-1) - pad`.
+pub(crate) fn backward_input_stride1(go: &[f32], w: &[f32], g: &ConvGeom, gx: &mut [f32]) {
+    let (cin_g, cout_g, kh, kw) = (g.cin_g(), g.cout_g(), g.kh, g.kw);
+    // w'[gi*cin_g + ci][co][ky][kx] = w[gi*cout_g + co][ci][kh-1-ky][kw-1-kx]
+    let mut wf = vec![0.0f32; w.len()];
+    for gi in 0..g.groups {
+        for co in 0..cout_g {
+            for ci in 0..cin_g {
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        let src = (((gi * cout_g + co) * cin_g + ci) * kh + kh - 1 - ky) * kw + kw - 1 - kx;
+                        let dst = (((gi * cin_g + ci) * cout_g + co) * kh + ky) * kw + kx;
+                        wf[dst] = w[src];
+                    }
+                }
+            }
+        }
+    }
+    let gt = ConvGeom {
+        cin: g.cout,
+        h: g.oh,
+        w: g.ow,
+        cout: g.cin,
+        oh: g.h,
+        ow: g.w,
+        pad: [g.dil[0] * (kh - 1) - g.pad[0], g.dil[1] * (kw - 1) - g.pad[1]],
+        ..*g
+    };
+    forward(go, &wf, None, &gt, gx);
+}
+
+/// Weight gradient `[cout, cin_g, kh, kw]`: per image and group `gw^T[K, cout_g] += col · go^T`
+/// (the long L dimension is the GEMM depth), images split across threads.
+pub(crate) fn backward_weight(x: &[f32], go: &[f32], g: &ConvGeom, gw: &mut [f32]) {
+    let (cin_g, cout_g, k, l) = (g.cin_g(), g.cout_g(), g.k(), g.l());
+    let (img_in, grp_in) = (g.cin * g.h * g.w, cin_g * g.h * g.w);
+    let taps = taps(g);
+    let chunk = g.n.div_ceil(rayon::current_num_threads().clamp(1, g.n));
+    let partials: Vec<Vec<f32>> = (0..g.n.div_ceil(chunk))
+        .into_par_iter()
+        .map(|c| {
+            let mut part = vec![0.0f32; g.groups * k * cout_g];
+            for ni in c * chunk..g.n.min((c + 1) * chunk) {
+                for gi in 0..g.groups {
+                    let src =
+                        Im2col { x: &x[ni * img_in + gi * grp_in..ni * img_in + (gi + 1) * grp_in], g, taps: &taps };
+                    let off = (ni * g.cout + gi * cout_g) * l;
+                    let got = MatRef::new(&go[off..off + cout_g * l], cout_g, l).t();
+                    let pg = &mut part[gi * k * cout_g..(gi + 1) * k * cout_g];
+                    gemm_packed((k, cout_g, l), &src, &got, pg, cout_g, true);
+                }
+            }
+            part
+        })
+        .collect();
+    gw.fill(0.0);
+    for part in &partials {
+        for gi in 0..g.groups {
+            for kk in 0..k {
+                for co in 0..cout_g {
+                    gw[(gi * cout_g + co) * k + kk] += part[(gi * k + kk) * cout_g + co];
+                }
+            }
+        }
+    }
+}
