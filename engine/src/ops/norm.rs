@@ -45,18 +45,234 @@ fn sum2<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> (f64, f64)) -> (f64, f64
     (p.iter().sum(), q.iter().sum())
 }
 
+// ------------------------------------------------------------------ SIMD leaf kernels
+//
+// The inner loops below are `#[inline(always)]` bodies compiled three times (AVX-512, AVX2+FMA,
+// baseline) and picked at run time, as in `cpu/conv_dw.rs`; rayon splitting stays outside them.
+
+/// Which instruction set the leaf loops were compiled for.
+#[derive(Clone, Copy)]
+enum Isa {
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    Base,
+}
+
+fn isa() -> Isa {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx512f") {
+            return Isa::Avx512;
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            return Isa::Avx2;
+        }
+    }
+    Isa::Base
+}
+
+/// Defines `$name(isa, args) -> ret` running the `#[inline(always)]` `$body` compiled for `isa`.
+macro_rules! multiversion {
+    ($name:ident, $body:ident, ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
+        #[allow(clippy::too_many_arguments)]
+        fn $name<T: Float>(isa: Isa, $($arg: $ty),*) -> $ret {
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f")]
+            unsafe fn v512<T: Float>($($arg: $ty),*) -> $ret { $body($($arg),*) }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn v256<T: Float>($($arg: $ty),*) -> $ret { $body($($arg),*) }
+            match isa {
+                // SAFETY: `isa()` only reports features the CPU has.
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512 => unsafe { v512($($arg),*) },
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => unsafe { v256($($arg),*) },
+                Isa::Base => $body($($arg),*),
+            }
+        }
+    };
+}
+
+/// BN segment sums: `(sum d, sum d^2)` with `d = x - k` (stats) or `(sum y, sum y (x - k))`.
+#[inline(always)]
+fn seg_sums_body<T: Float>(x: &[T], y: &[T], k: f64, stats: bool) -> (f64, f64) {
+    if stats {
+        sum2(x, x, |a, _| {
+            let d = a.to_f64() - k;
+            (d, d * d)
+        })
+    } else {
+        sum2(x, y, |a, b| {
+            let g = b.to_f64();
+            (g, g * (a.to_f64() - k))
+        })
+    }
+}
+multiversion!(seg_sums, seg_sums_body, (x: &[T], y: &[T], k: f64, stats: bool) -> (f64, f64));
+
+/// BN row accumulation: the same sums per row position into `au`, `av`.
+#[inline(always)]
+fn row_acc_body<T: Float>(x: &[T], y: &[T], ke: &[f64], au: &mut [f64], av: &mut [f64], stats: bool) {
+    if stats {
+        for (((&a, &k), u), v) in x.iter().zip(ke).zip(au.iter_mut()).zip(av.iter_mut()) {
+            let d = a.to_f64() - k;
+            *u += d;
+            *v += d * d;
+        }
+    } else {
+        for ((((&a, &b), &k), u), v) in x.iter().zip(y).zip(ke).zip(au.iter_mut()).zip(av.iter_mut()) {
+            let g = b.to_f64();
+            *u += g;
+            *v += g * (a.to_f64() - k);
+        }
+    }
+}
+multiversion!(row_acc, row_acc_body, (x: &[T], y: &[T], ke: &[f64], au: &mut [f64], av: &mut [f64], stats: bool) -> ());
+
+/// `o = a*y + b*x + d` with scalar coefficients.
+#[inline(always)]
+fn affine_seg_body<T: Float>(o: &mut [T], y: &[T], x: &[T], a: T, b: T, d: T) {
+    for ((v, &yv), &xv) in o.iter_mut().zip(y).zip(x) {
+        *v = a * yv + b * xv + d;
+    }
+}
+multiversion!(affine_seg, affine_seg_body, (o: &mut [T], y: &[T], x: &[T], a: T, b: T, d: T) -> ());
+
+/// `o = a*y + b*x + d` with per-position coefficients.
+#[inline(always)]
+fn affine_row_body<T: Float>(o: &mut [T], y: &[T], x: &[T], a: &[T], b: &[T], d: &[T]) {
+    for (((((v, &yv), &xv), &a), &b), &d) in o.iter_mut().zip(y).zip(x).zip(a).zip(b).zip(d) {
+        *v = a * yv + b * xv + d;
+    }
+}
+multiversion!(affine_row, affine_row_body, (o: &mut [T], y: &[T], x: &[T], a: &[T], b: &[T], d: &[T]) -> ());
+
+/// LayerNorm of one row into `o`; returns (mean, rstd).
+#[inline(always)]
+fn ln_row_fwd_body<T: Float>(x: &[T], w: &[T], b: &[T], eps: f64, o: &mut [T]) -> (f64, f64) {
+    let (mu, rs) = row_stats(x, eps);
+    let (mu_t, rs_t) = (T::from_f64(mu), T::from_f64(rs));
+    for (((v, &xv), &wv), &bv) in o.iter_mut().zip(x).zip(w).zip(b) {
+        *v = (xv - mu_t) * rs_t * wv + bv;
+    }
+    (mu, rs)
+}
+multiversion!(ln_row_fwd, ln_row_fwd_body, (x: &[T], w: &[T], b: &[T], eps: f64, o: &mut [T]) -> (f64, f64));
+
+/// LayerNorm backward of one row: `o = dx`; adds `g*xhat` and `g` into `aw`, `ab` unless empty.
+#[inline(always)]
+fn ln_row_bwd_body<T: Float>(x: &[T], g: &[T], w: &[T], mu: f64, rs: f64, o: &mut [T], aw: &mut [f64], ab: &mut [f64]) {
+    let m = x.len() as f64;
+    let (s1, s2) = row_dots(x, g, w, mu);
+    let (c1, c2) = (T::from_f64(s1 / m), T::from_f64(s2 * rs / m));
+    let (mu_t, rs_t) = (T::from_f64(mu), T::from_f64(rs));
+    for (((v, &xv), &gv), &wv) in o.iter_mut().zip(x).zip(g).zip(w) {
+        let xh = (xv - mu_t) * rs_t;
+        *v = rs_t * (gv * wv - c1 - xh * c2);
+    }
+    if !aw.is_empty() {
+        for (((pw, pb), &xv), &gv) in aw.iter_mut().zip(ab.iter_mut()).zip(x).zip(g) {
+            let gf = gv.to_f64();
+            *pw += gf * (xv.to_f64() - mu) * rs;
+            *pb += gf;
+        }
+    }
+}
+multiversion!(ln_row_bwd, ln_row_bwd_body, (x: &[T], g: &[T], w: &[T], mu: f64, rs: f64, o: &mut [T], aw: &mut [f64], ab: &mut [f64]) -> ());
+
+/// Channels-first statistics of positions `s0..s0+t.len()` of one image block `xb` (`[c, s]`).
+#[inline(always)]
+fn cf_stats_body<T: Float>(xb: &[T], c: usize, s: usize, s0: usize, eps: f64, t: &mut [(f64, f64)]) {
+    let l = t.len();
+    let (mut mu, mut sq) = ([0.0f64; TILE], [0.0f64; TILE]);
+    let (mu, sq) = (&mut mu[..l], &mut sq[..l]);
+    for ch in 0..c {
+        for (m, &v) in mu.iter_mut().zip(&xb[ch * s + s0..][..l]) {
+            *m += v.to_f64();
+        }
+    }
+    let cf = c as f64;
+    mu.iter_mut().for_each(|v| *v /= cf);
+    for ch in 0..c {
+        for ((q, &m), &v) in sq.iter_mut().zip(mu.iter()).zip(&xb[ch * s + s0..][..l]) {
+            let d = v.to_f64() - m;
+            *q += d * d;
+        }
+    }
+    for ((o, &m), &q) in t.iter_mut().zip(mu.iter()).zip(sq.iter()) {
+        *o = (m, 1.0 / (q / cf + eps).sqrt());
+    }
+}
+multiversion!(cf_stats, cf_stats_body, (xb: &[T], c: usize, s: usize, s0: usize, eps: f64, t: &mut [(f64, f64)]) -> ());
+
+/// Channels-first normalisation of one `(n, c)` segment.
+#[inline(always)]
+fn cf_seg_fwd_body<T: Float>(o: &mut [T], x: &[T], mu: &[T], rs: &[T], wv: T, bv: T) {
+    for (((v, &xv), &m), &r) in o.iter_mut().zip(x).zip(mu).zip(rs) {
+        *v = (xv - m) * r * wv + bv;
+    }
+}
+multiversion!(cf_seg_fwd, cf_seg_fwd_body, (o: &mut [T], x: &[T], mu: &[T], rs: &[T], wv: T, bv: T) -> ());
+
+/// Channels-first backward sums of a position tile: `(mean_c g*w, mean_c g*w*xhat)`.
+#[inline(always)]
+fn cf_pq_body<T: Float>(xb: &[T], gb: &[T], w: &[T], s: usize, s0: usize, st: &[(f64, f64)], t: &mut [(f64, f64)]) {
+    let l = t.len();
+    let (mut p, mut q, mut mu) = ([0.0f64; TILE], [0.0f64; TILE], [0.0f64; TILE]);
+    let (p, q, mu) = (&mut p[..l], &mut q[..l], &mut mu[..l]);
+    mu.iter_mut().zip(st).for_each(|(m, s)| *m = s.0);
+    for (ch, wc) in w.iter().enumerate() {
+        let o = ch * s + s0;
+        let wv = wc.to_f64();
+        for ((((pv, qv), &xv), &gv), &m) in
+            p.iter_mut().zip(q.iter_mut()).zip(&xb[o..o + l]).zip(&gb[o..o + l]).zip(mu.iter())
+        {
+            let gw = gv.to_f64() * wv;
+            *pv += gw;
+            *qv += gw * (xv.to_f64() - m);
+        }
+    }
+    let cf = w.len() as f64;
+    for (((o, &pv), &qv), stv) in t.iter_mut().zip(p.iter()).zip(q.iter()).zip(st) {
+        *o = (pv / cf, qv * stv.1 / cf);
+    }
+}
+multiversion!(cf_pq, cf_pq_body, (xb: &[T], gb: &[T], w: &[T], s: usize, s0: usize, st: &[(f64, f64)], t: &mut [(f64, f64)]) -> ());
+
+/// Channels-first backward of one `(n, c)` segment; returns `(sum g*xhat, sum g)`.
+#[inline(always)]
+fn cf_seg_bwd_body<T: Float>(o: &mut [T], x: &[T], g: &[T], mu: &[T], rs: &[T], p: &[T], q: &[T], wv: T) -> (f64, f64) {
+    // Fixed 8-wide blocks: known lengths let the loop vectorise, 8 partial sums per lane.
+    let (mut sw, mut sb) = ([0.0f64; 8], [0.0f64; 8]);
+    let len = o.len();
+    let n8 = len / 8 * 8;
+    for base in (0..n8).step_by(8) {
+        let (ob, xb, gb) = (&mut o[base..base + 8], &x[base..base + 8], &g[base..base + 8]);
+        let (mb, rb, pb, qb) = (&mu[base..base + 8], &rs[base..base + 8], &p[base..base + 8], &q[base..base + 8]);
+        for l in 0..8 {
+            let xh = (xb[l] - mb[l]) * rb[l];
+            ob[l] = rb[l] * (gb[l] * wv - pb[l] - xh * qb[l]);
+            sw[l] += (gb[l] * xh).to_f64();
+            sb[l] += gb[l].to_f64();
+        }
+    }
+    for k in n8..len {
+        let xh = (x[k] - mu[k]) * rs[k];
+        o[k] = rs[k] * (g[k] * wv - p[k] - xh * q[k]);
+        sw[0] += (g[k] * xh).to_f64();
+        sb[0] += g[k].to_f64();
+    }
+    (sw.iter().sum(), sb.iter().sum())
+}
+multiversion!(cf_seg_bwd, cf_seg_bwd_body, (o: &mut [T], x: &[T], g: &[T], mu: &[T], rs: &[T], p: &[T], q: &[T], wv: T) -> (f64, f64));
+
 /// Spatial extents at least this long are processed one `(n, c)` segment at a time; shorter
 /// ones (BatchNorm1d on `[N, C]`, tiny maps) row by row with per-position coefficients, so the
 /// inner loops stay long and vectorise either way.
 const SEGMENT_MIN: usize = 32;
-
-/// `(u, u * (x - k))` with `u = x - k` (statistics) or `u = y` (backward sums).
-#[inline(always)]
-fn pair<T: Float, const STATS: bool>(x: T, y: T, k: f64) -> (f64, f64) {
-    let d = x.to_f64() - k;
-    let u = if STATS { d } else { y.to_f64() };
-    (u, u * d)
-}
 
 /// Per-channel `(sum u, sum u * (x - k[c]))` over `[n, c, s]` data (see `pair`).
 fn channel_sums<T: Float, const STATS: bool>(
@@ -71,16 +287,16 @@ fn channel_sums<T: Float, const STATS: bool>(
     if total == 0 {
         return vec![(0.0, 0.0); c];
     }
+    let isa = isa();
     if s >= SEGMENT_MIN {
         return (0..c)
             .into_par_iter()
             .with_min_len(min_len(total, n * s))
             .map(|ch| {
-                let kc = k[ch];
                 let mut acc = (0.0, 0.0);
                 for i in 0..n {
                     let o = (i * c + ch) * s;
-                    let (u, v) = sum2(&x[o..o + s], &y[o..o + s], |a, b| pair::<T, STATS>(a, b, kc));
+                    let (u, v) = seg_sums(isa, &x[o..o + s], &y[o..o + s], k[ch], STATS);
                     acc.0 += u;
                     acc.1 += v;
                 }
@@ -97,11 +313,7 @@ fn channel_sums<T: Float, const STATS: bool>(
         .zip(y.par_chunks(l))
         .with_min_len(min_len(total, l))
         .fold(zero, |mut acc, (xr, yr)| {
-            for ((((&a, &b), &kv), u), v) in xr.iter().zip(yr).zip(&ke).zip(acc.0.iter_mut()).zip(acc.1.iter_mut()) {
-                let (p, q) = pair::<T, STATS>(a, b, kv);
-                *u += p;
-                *v += q;
-            }
+            row_acc(isa, xr, yr, &ke, &mut acc.0, &mut acc.1, STATS);
             acc
         })
         .reduce(zero, |mut a, b| {
@@ -118,14 +330,13 @@ fn channel_affine<T: Float>(x: &[T], y: &[T], c: usize, s: usize, coef: &[(T, T,
     if out.is_empty() {
         return out;
     }
+    let isa = isa();
     if s >= SEGMENT_MIN {
         let ml = min_len(out.len(), s);
         out.par_chunks_mut(s).enumerate().with_min_len(ml).for_each(|(j, o)| {
             let (a, b, d) = coef[j % c];
             let off = j * s;
-            for ((v, &yv), &xv) in o.iter_mut().zip(&y[off..off + s]).zip(&x[off..off + s]) {
-                *v = a * yv + b * xv + d;
-            }
+            affine_seg(isa, o, &y[off..off + s], &x[off..off + s], a, b, d);
         });
     } else {
         let l = c * s;
@@ -133,9 +344,7 @@ fn channel_affine<T: Float>(x: &[T], y: &[T], c: usize, s: usize, coef: &[(T, T,
         let (ae, be, de) = (expand(|p| p.0), expand(|p| p.1), expand(|p| p.2));
         out.par_chunks_mut(l).enumerate().with_min_len(min_len(x.len(), l)).for_each(|(i, o)| {
             let (xr, yr) = (&x[i * l..(i + 1) * l], &y[i * l..(i + 1) * l]);
-            for (((((v, &yv), &xv), &a), &b), &d) in o.iter_mut().zip(yr).zip(xr).zip(&ae).zip(&be).zip(&de) {
-                *v = a * yv + b * xv + d;
-            }
+            affine_row(isa, o, yr, xr, &ae, &be, &de);
         });
     }
     out
@@ -366,19 +575,19 @@ impl Tensor {
 #[inline(always)]
 fn row_dots<T: Float>(x: &[T], g: &[T], w: &[T], mu: f64) -> (f64, f64) {
     let (mut p, mut q) = ([0.0f64; 8], [0.0f64; 8]);
-    let n8 = x.len() / 8 * 8;
-    for base in (0..n8).step_by(8) {
+    let (xc, gc, wc) = (x.chunks_exact(8), g.chunks_exact(8), w.chunks_exact(8));
+    let (xr, gr, wr) = (xc.remainder(), gc.remainder(), wc.remainder());
+    for ((xs, gs), ws) in xc.zip(gc).zip(wc) {
         for l in 0..8 {
-            let j = base + l;
-            let gw = g[j].to_f64() * w[j].to_f64();
+            let gw = gs[l].to_f64() * ws[l].to_f64();
             p[l] += gw;
-            q[l] += gw * (x[j].to_f64() - mu);
+            q[l] += gw * (xs[l].to_f64() - mu);
         }
     }
-    for j in n8..x.len() {
-        let gw = g[j].to_f64() * w[j].to_f64();
+    for ((&xv, &gv), &wv) in xr.iter().zip(gr).zip(wr) {
+        let gw = gv.to_f64() * wv.to_f64();
         p[0] += gw;
-        q[0] += gw * (x[j].to_f64() - mu);
+        q[0] += gw * (xv.to_f64() - mu);
     }
     (p.iter().sum(), q.iter().sum())
 }
@@ -429,6 +638,7 @@ impl Op for LayerNormOp {
         let (mean, rstd) = (&self.mean, &self.rstd);
         with_float!(x.dtype(), "layer_norm", |T| {
             let w = param_vec::<T>(wi.map(|i| &inputs[i]), m, 1.0)?;
+            let isa = isa();
             let (gx, (dw, db)) = x.with_slice(|xs: &[T]| {
                 g.with_slice(|gs: &[T]| {
                     let mut gx = vec![T::ZERO; xs.len()];
@@ -449,22 +659,8 @@ impl Op for LayerNormOp {
                             for (k, orow) in o.chunks_exact_mut(m).enumerate() {
                                 let r = blk * rows_per + k;
                                 let (xr, gr) = (&xs[r * m..(r + 1) * m], &gs[r * m..(r + 1) * m]);
-                                let (mu, rs) = (mean[r], rstd[r]);
-                                let (s1, s2) = row_dots(xr, gr, &w, mu);
-                                let c1 = T::from_f64(s1 / m as f64);
-                                let c2 = T::from_f64(s2 * rs / m as f64);
-                                let (mu_t, rs_t) = (T::from_f64(mu), T::from_f64(rs));
-                                for j in 0..m {
-                                    let xh = (xr[j] - mu_t) * rs_t;
-                                    orow[j] = rs_t * (gr[j] * w[j] - c1 - xh * c2);
-                                }
-                                if need_wb {
-                                    for j in 0..m {
-                                        let gv = gr[j].to_f64();
-                                        acc.0[j] += gv * (xr[j].to_f64() - mu) * rs;
-                                        acc.1[j] += gv;
-                                    }
-                                }
+                                let (aw, ab) = (&mut acc.0, &mut acc.1);
+                                ln_row_bwd(isa, xr, gr, &w, mean[r], rstd[r], orow, aw, ab);
                             }
                             acc
                         })
@@ -526,30 +722,17 @@ impl Op for LayerNormCfOp {
         let s = numel(&x.dims()[2..]);
         let (wi, bi) = (self.has_w.then_some(1), self.has_b.then_some(1 + self.has_w as usize));
         let stats = &self.stats;
-        let cf = c as f64;
         with_float!(x.dtype(), "layer_norm_channels_first", |T| {
             let w = param_vec::<T>(wi.map(|i| &inputs[i]), c, 1.0)?;
+            let isa = isa();
             let (gx, partial) = x.with_slice(|xs: &[T]| {
                 g.with_slice(|gs: &[T]| {
                     // Per position: p = mean_c(g*w), q = mean_c(g*w*xhat).
                     let mut pq = vec![(0.0f64, 0.0f64); n * s];
                     position_tiles(&mut pq, s, xs.len(), |i, s0, t| {
-                        let l = t.len();
-                        let st = &stats[i * s + s0..][..l];
-                        let (mut p, mut q) = ([0.0f64; TILE], [0.0f64; TILE]);
-                        for (ch, wc) in w.iter().enumerate() {
-                            let o = (i * c + ch) * s + s0;
-                            let (xr, gr) = (&xs[o..o + l], &gs[o..o + l]);
-                            let wv = wc.to_f64();
-                            for j in 0..l {
-                                let gw = gr[j].to_f64() * wv;
-                                p[j] += gw;
-                                q[j] += gw * (xr[j].to_f64() - st[j].0);
-                            }
-                        }
-                        for j in 0..l {
-                            t[j] = (p[j] / cf, q[j] * st[j].1 / cf);
-                        }
+                        let blk = i * c * s..(i + 1) * c * s;
+                        let st = &stats[i * s + s0..][..t.len()];
+                        cf_pq(isa, &xs[blk.clone()], &gs[blk], &w, s, s0, st, t)
                     });
                     // dx = rstd * (g*w - p - xhat*q); per (image, channel) partial dw, db.
                     let (mu_t, rs_t) = stats_in::<T>(stats);
@@ -564,15 +747,7 @@ impl Op for LayerNormCfOp {
                             let (xr, gr) = (&xs[off..off + s], &gs[off..off + s]);
                             let (mu, rs, p, q) =
                                 (&mu_t[p0..p0 + s], &rs_t[p0..p0 + s], &p_t[p0..p0 + s], &q_t[p0..p0 + s]);
-                            // Eight partial sums break the add dependency chain.
-                            let (mut sw, mut sb) = ([0.0f64; 8], [0.0f64; 8]);
-                            for k in 0..o.len() {
-                                let xh = (xr[k] - mu[k]) * rs[k];
-                                o[k] = rs[k] * (gr[k] * wv - p[k] - xh * q[k]);
-                                sw[k & 7] += (gr[k] * xh).to_f64();
-                                sb[k & 7] += gr[k].to_f64();
-                            }
-                            (sw.iter().sum(), sb.iter().sum())
+                            cf_seg_bwd(isa, o, xr, gr, mu, rs, p, q, wv)
                         })
                         .collect();
                     (gx, partial)
@@ -620,21 +795,14 @@ impl Tensor {
         with_float!(self.dtype(), op, |T| {
             let w = param_vec::<T>(weight, m, 1.0)?;
             let b = param_vec::<T>(bias, m, 0.0)?;
+            let isa = isa();
             let (out, stats) = self.with_slice(|xs: &[T]| {
                 let mut out = vec![T::ZERO; xs.len()];
                 let stats: Vec<(f64, f64)> = out
                     .par_chunks_mut(m)
                     .enumerate()
                     .with_min_len(min_len(xs.len(), m))
-                    .map(|(r, o)| {
-                        let xr = &xs[r * m..(r + 1) * m];
-                        let (mu, rs) = row_stats(xr, eps);
-                        let (mu_t, rs_t) = (T::from_f64(mu), T::from_f64(rs));
-                        for j in 0..m {
-                            o[j] = (xr[j] - mu_t) * rs_t * w[j] + b[j];
-                        }
-                        (mu, rs)
-                    })
+                    .map(|(r, o)| ln_row_fwd(isa, &xs[r * m..(r + 1) * m], &w, &b, eps, o))
                     .collect();
                 (out, stats)
             })?;
@@ -661,47 +829,137 @@ impl Tensor {
         let s = numel(&self.dims()[2..]);
         check_param(op, "weight", weight, self, &[c])?;
         check_param(op, "bias", bias, self, &[c])?;
-        let cf = c as f64;
         with_float!(self.dtype(), op, |T| {
             let w = param_vec::<T>(weight, c, 1.0)?;
             let b = param_vec::<T>(bias, c, 0.0)?;
+            let isa = isa();
             let (out, stats) = self.with_slice(|xs: &[T]| {
                 let mut stats = vec![(0.0f64, 0.0f64); n * s];
                 position_tiles(&mut stats, s, xs.len(), |i, s0, t| {
-                    let l = t.len();
-                    let (mut mu, mut sq) = ([0.0f64; TILE], [0.0f64; TILE]);
-                    for ch in 0..c {
-                        let xr = &xs[(i * c + ch) * s + s0..][..l];
-                        for j in 0..l {
-                            mu[j] += xr[j].to_f64();
-                        }
-                    }
-                    mu[..l].iter_mut().for_each(|v| *v /= cf);
-                    for ch in 0..c {
-                        let xr = &xs[(i * c + ch) * s + s0..][..l];
-                        for j in 0..l {
-                            let d = xr[j].to_f64() - mu[j];
-                            sq[j] += d * d;
-                        }
-                    }
-                    for j in 0..l {
-                        t[j] = (mu[j], 1.0 / (sq[j] / cf + eps).sqrt());
-                    }
+                    cf_stats(isa, &xs[i * c * s..(i + 1) * c * s], c, s, s0, eps, t)
                 });
                 let (mu_t, rs_t) = stats_in::<T>(&stats);
                 let mut out = vec![T::ZERO; xs.len()];
                 channel_map(&mut out, c, s, |ch, off, o| {
                     let p0 = off / (c * s) * s;
                     let (mu, rs) = (&mu_t[p0..p0 + s], &rs_t[p0..p0 + s]);
-                    let (wv, bv) = (w[ch], b[ch]);
-                    for (((v, &xv), &m), &r) in o.iter_mut().zip(&xs[off..off + s]).zip(mu).zip(rs) {
-                        *v = (xv - m) * r * wv + bv;
-                    }
+                    cf_seg_fwd(isa, o, &xs[off..off + s], mu, rs, w[ch], b[ch]);
                 });
                 (out, stats)
             })?;
             let saved = LayerNormCfOp { stats, has_w: weight.is_some(), has_b: bias.is_some() };
             Ok(Tensor::from_vec_op(out, self.dims(), norm_inputs(self, weight, bias), saved))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every instruction set this CPU can run, baseline first.
+    fn isas() -> Vec<Isa> {
+        #[allow(unused_mut)]
+        let mut v = vec![Isa::Base];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                v.push(Isa::Avx2);
+            }
+            if is_x86_feature_detected!("avx512f") {
+                v.push(Isa::Avx512);
+            }
+        }
+        v
+    }
+
+    fn data(n: usize, seed: u64) -> Vec<f32> {
+        let mut r = crate::Rng::new(seed);
+        (0..n).map(|_| r.normal() as f32).collect()
+    }
+
+    fn close(what: &str, a: &[f64], b: &[f64]) {
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!((x - y).abs() <= 1e-6 * (1.0 + y.abs()), "{what}[{i}]: {x} vs {y}");
+        }
+    }
+
+    fn f(v: &[f32]) -> Vec<f64> {
+        v.iter().map(|&x| x as f64).collect()
+    }
+
+    /// Runs `run(isa)` on every ISA and checks the outputs agree with the baseline build.
+    fn same_on_all_isas(what: &str, run: impl Fn(Isa) -> Vec<f64>) {
+        let base = run(Isa::Base);
+        assert!(base.iter().all(|v| v.is_finite()), "{what}: non-finite baseline");
+        for isa in isas() {
+            close(what, &run(isa), &base);
+        }
+    }
+
+    #[test]
+    fn leaf_kernels_agree_across_instruction_sets() {
+        let len = 301; // not a multiple of 8 or 16: exercises the tails
+        let (x, y, z) = (data(len, 1), data(len, 2), data(len, 3));
+        let ke: Vec<f64> = f(&data(len, 4));
+        for stats in [true, false] {
+            same_on_all_isas("seg_sums", |isa| {
+                let (u, v) = seg_sums(isa, &x, &y, 0.3, stats);
+                vec![u, v]
+            });
+            same_on_all_isas("row_acc", |isa| {
+                let (mut u, mut v) = (vec![1.0; len], vec![2.0; len]);
+                row_acc(isa, &x, &y, &ke, &mut u, &mut v, stats);
+                u.extend(v);
+                u
+            });
+        }
+        same_on_all_isas("affine_seg", |isa| {
+            let mut o = vec![0.0f32; len];
+            affine_seg(isa, &mut o, &x, &y, 0.5, -1.5, 0.25);
+            f(&o)
+        });
+        same_on_all_isas("affine_row", |isa| {
+            let mut o = vec![0.0f32; len];
+            affine_row(isa, &mut o, &x, &y, &z, &x, &y);
+            f(&o)
+        });
+        same_on_all_isas("ln_row_fwd", |isa| {
+            let mut o = vec![0.0f32; len];
+            let (m, r) = ln_row_fwd(isa, &x, &y, &z, 1e-6, &mut o);
+            let mut v = f(&o);
+            v.extend([m, r]);
+            v
+        });
+        same_on_all_isas("ln_row_bwd", |isa| {
+            let (mut o, mut aw, mut ab) = (vec![0.0f32; len], vec![0.5; len], vec![0.0; len]);
+            ln_row_bwd(isa, &x, &y, &z, 0.1, 1.3, &mut o, &mut aw, &mut ab);
+            let mut v = f(&o);
+            v.extend(aw);
+            v.extend(ab);
+            v
+        });
+        // channels-first: an image block [c, s] and a tile of positions in it
+        let (c, s, s0, l) = (7, 43, 5, 37);
+        let (xb, gb, w) = (data(c * s, 5), data(c * s, 6), data(c, 7));
+        same_on_all_isas("cf_stats + cf_pq", |isa| {
+            let mut st = vec![(0.0, 0.0); l];
+            cf_stats(isa, &xb, c, s, s0, 1e-6, &mut st);
+            let mut pq = vec![(0.0, 0.0); l];
+            cf_pq(isa, &xb, &gb, &w, s, s0, &st, &mut pq);
+            st.iter().chain(&pq).flat_map(|&(a, b)| [a, b]).collect()
+        });
+        same_on_all_isas("cf_seg_fwd", |isa| {
+            let mut o = vec![0.0f32; len];
+            cf_seg_fwd(isa, &mut o, &x, &y, &z, 0.7, -0.2);
+            f(&o)
+        });
+        same_on_all_isas("cf_seg_bwd", |isa| {
+            let mut o = vec![0.0f32; len];
+            let (a, b) = cf_seg_bwd(isa, &mut o, &x, &y, &z, &x, &y, &z, 0.9);
+            let mut v = f(&o);
+            v.extend([a, b]);
+            v
+        });
     }
 }
