@@ -49,12 +49,16 @@ impl Im2col<'_> {
             } else {
                 let row = &self.x[base + iy as usize * g.w..base + (iy as usize + 1) * g.w];
                 // Valid part of this segment: [a, b) in output columns.
-                let (a, b) = (ox.max(xlo), (ox + seg).min(xhi).max(ox.max(xlo)));
+                let end = ox + seg;
+                let a = ox.max(xlo).min(end);
+                let b = end.min(xhi).max(a);
                 if step == 1 && sx == 1 {
                     let d = &mut dst[t..t + seg];
                     d[..a - ox].fill(0.0);
-                    let s0 = (a as isize + offx) as usize;
-                    d[a - ox..b - ox].copy_from_slice(&row[s0..s0 + (b - a)]);
+                    if b > a {
+                        let s0 = (a as isize + offx) as usize;
+                        d[a - ox..b - ox].copy_from_slice(&row[s0..s0 + (b - a)]);
+                    }
                     d[b - ox..].fill(0.0);
                 } else {
                     for u in 0..seg {

@@ -21,45 +21,59 @@ pub(crate) struct KernelSpec {
     pub func: KernelFn,
 }
 
-// ------------------------------------------------------------------ AVX-512: 12 x 32
+// ------------------------------------------------------------------ AVX-512
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512 {
     use std::arch::x86_64::*;
-    pub const MR: usize = 12;
-    pub const NR: usize = 32;
 
-    /// 24 zmm accumulators, two B loads and one broadcast per row per k step.
+    /// MR x (16*NV) tile: MR*NV zmm accumulators, NV B loads and one broadcast per row per k.
     ///
     /// # Safety
-    /// The CPU must support AVX-512F; `a` holds `kc * MR`, `b` holds `kc * NR` floats and `c`
-    /// addresses an MR x NR tile with row stride `ldc`.
+    /// The CPU must support AVX-512F; `a` holds `kc * MR`, `b` holds `kc * 16 * NV` floats and `c`
+    /// addresses an MR x 16*NV tile with row stride `ldc`.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn kernel(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, acc: bool) {
-        let mut c0 = [_mm512_setzero_ps(); MR];
-        let mut c1 = [_mm512_setzero_ps(); MR];
+    unsafe fn tile<const MR: usize, const NV: usize>(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        acc: bool,
+    ) {
+        let mut cr = [[_mm512_setzero_ps(); NV]; MR];
         let (mut a, mut b) = (a, b);
         for _ in 0..kc {
-            let b0 = _mm512_loadu_ps(b);
-            let b1 = _mm512_loadu_ps(b.add(16));
-            _mm_prefetch::<_MM_HINT_T0>(b.add(8 * NR) as *const i8);
-            for i in 0..MR {
-                let av = _mm512_set1_ps(*a.add(i));
-                c0[i] = _mm512_fmadd_ps(av, b0, c0[i]);
-                c1[i] = _mm512_fmadd_ps(av, b1, c1[i]);
+            let mut bv = [_mm512_setzero_ps(); NV];
+            for (v, r) in bv.iter_mut().enumerate() {
+                *r = _mm512_loadu_ps(b.add(16 * v));
             }
-            a = a.add(MR);
-            b = b.add(NR);
-        }
-        for i in 0..MR {
-            let row = c.add(i * ldc);
-            if acc {
-                c0[i] = _mm512_add_ps(c0[i], _mm512_loadu_ps(row));
-                c1[i] = _mm512_add_ps(c1[i], _mm512_loadu_ps(row.add(16)));
+            _mm_prefetch::<_MM_HINT_T0>(b.add(8 * 16 * NV) as *const i8);
+            for row in cr.iter_mut() {
+                let av = _mm512_set1_ps(*a);
+                a = a.add(1);
+                for (r, &bb) in row.iter_mut().zip(&bv) {
+                    *r = _mm512_fmadd_ps(av, bb, *r);
+                }
             }
-            _mm512_storeu_ps(row, c0[i]);
-            _mm512_storeu_ps(row.add(16), c1[i]);
+            b = b.add(16 * NV);
         }
+        for (i, row) in cr.iter().enumerate() {
+            let p = c.add(i * ldc);
+            for (v, &r) in row.iter().enumerate() {
+                let r = if acc { _mm512_add_ps(r, _mm512_loadu_ps(p.add(16 * v))) } else { r };
+                _mm512_storeu_ps(p.add(16 * v), r);
+            }
+        }
+    }
+
+    /// 8 x 48: divides the channel counts of convnets (64, 128, 256, ...) exactly.
+    ///
+    /// # Safety
+    /// As `tile`.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn kernel_8x48(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, acc: bool) {
+        tile::<8, 3>(kc, a, b, c, ldc, acc)
     }
 }
 

@@ -5,7 +5,7 @@
 //! and sparse GEMM in the project calls.
 //!
 //! f32 runs a BLIS-style kernel (`driver.rs`): packed A/B panels blocked for L1/L2/L3 and a
-//! register-blocked microkernel (`kernels.rs`) chosen at run time: AVX-512 (12x32), AVX2+FMA
+//! register-blocked microkernel (`kernels.rs`) chosen at run time: AVX-512 (8x48), AVX2+FMA
 //! (6x16) or a portable auto-vectorised one (4x16). f64 (gradient checks only) takes a simple
 //! row-parallel loop.
 
@@ -85,7 +85,7 @@ pub fn gemm_packed<A: PackA + ?Sized, B: PackB + ?Sized>(
 /// A SIMD code path of the f32 GEMM.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum GemmPath {
-    /// 12x32 microkernel on zmm registers (needs AVX-512F).
+    /// 8x48 microkernel on zmm registers (needs AVX-512F).
     Avx512,
     /// 6x16 microkernel on ymm registers (needs AVX2 and FMA).
     Avx2,
@@ -118,14 +118,11 @@ pub fn default_path() -> GemmPath {
 fn spec(path: GemmPath) -> KernelSpec {
     match path {
         #[cfg(target_arch = "x86_64")]
-        GemmPath::Avx512 => KernelSpec {
-            mr: kernels::avx512::MR,
-            nr: kernels::avx512::NR,
-            kc: 384,
-            mc: 192,
-            nc: 4096,
-            func: kernels::avx512::kernel,
-        },
+        // 8x48 beat 12x32 on conv-shaped GEMMs (M = 64 channels: no padded rows) and tied on
+        // square ones (docs/benchmarks.md).
+        GemmPath::Avx512 => {
+            KernelSpec { mr: 8, nr: 48, kc: 384, mc: 192, nc: 4096, func: kernels::avx512::kernel_8x48 }
+        }
         #[cfg(target_arch = "x86_64")]
         GemmPath::Avx2 => KernelSpec {
             mr: kernels::avx2::MR,
