@@ -13,6 +13,7 @@ pub mod functional;
 pub mod init;
 pub mod layers;
 pub mod module;
+pub mod reference;
 pub mod resnet;
 mod sparse_api;
 pub mod weights;

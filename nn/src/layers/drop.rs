@@ -73,8 +73,7 @@ impl Layer for Dropout {
         if !self.training || self.p == 0.0 {
             return Ok(x.clone());
         }
-        let p = self.p;
-        x.map(|t| t.mul(&keep_mask(t.dims(), p, &mut ctx.rng, t)?))
+        x.map(|t| crate::functional::dropout(t, self.p, true, &mut ctx.rng))
     }
 }
 
