@@ -36,14 +36,35 @@ struct Cli {
 enum Command {
     /// SparK pretraining (quick CPU defaults; --preset official for the paper's settings).
     Pretrain(cmd::pretrain::PretrainArgs),
+    /// Fine-tune a classifier from a pretrained encoder (or from scratch).
+    Finetune(cmd::finetune::FinetuneArgs),
+    /// Top-1 / top-5 accuracy and confusion matrix of a fine-tuned classifier.
+    Eval(cmd::eval::EvalArgs),
+    /// Classify images with a fine-tuned classifier.
+    Predict(cmd::predict::PredictArgs),
+    /// Encoder features (4 scales or pooled) of images to safetensors.
+    Extract(cmd::extract::ExtractArgs),
     /// Write the original | masked | reconstruction picture from a pretraining checkpoint.
     Reconstruct(cmd::reconstruct::ReconstructArgs),
+    /// Timing tables: gemm, conv, sparse, step.
+    Bench(cmd::bench::BenchArgs),
+    /// Model summary: SparK contract values, parameters, GMACs.
+    Info(cmd::info::InfoArgs),
+    /// The pretrained encoder alone, with PyTorch key names, as safetensors.
+    Export(cmd::export::ExportArgs),
 }
 
 fn run(cli: Cli) -> CliResult<()> {
     match cli.command {
         Command::Pretrain(a) => cmd::pretrain::run(a, cli.common),
+        Command::Finetune(a) => cmd::finetune::run(a, cli.common),
+        Command::Eval(a) => cmd::eval::run(a, cli.common),
+        Command::Predict(a) => cmd::predict::run(a, cli.common),
+        Command::Extract(a) => cmd::extract::run(a, cli.common),
         Command::Reconstruct(a) => cmd::reconstruct::run(a, cli.common),
+        Command::Bench(a) => cmd::bench::run(a, cli.common),
+        Command::Info(a) => cmd::info::run(a),
+        Command::Export(a) => cmd::export::run(a),
     }
 }
 

@@ -1,2 +1,10 @@
+pub mod bench;
+pub mod classifier;
+pub mod eval;
+pub mod export;
+pub mod extract;
+pub mod finetune;
+pub mod info;
+pub mod predict;
 pub mod pretrain;
 pub mod reconstruct;

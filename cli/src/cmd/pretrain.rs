@@ -492,8 +492,13 @@ pub fn run(a: PretrainArgs, common: crate::common::CommonOpts) -> CliResult<()> 
 }
 
 pub fn write_plot(metrics: &Path, svg: &Path, c: &SparkConfig) -> CliResult<()> {
+    let title = format!("SparK pretraining loss: {} x{} @{} px", c.backbone, c.width_mult, c.input_size);
+    write_plot_titled(metrics, svg, &title)
+}
+
+/// The loss curve of a metrics log as an SVG.
+pub fn write_plot_titled(metrics: &Path, svg: &Path, title: &str) -> CliResult<()> {
     let recs = read_records(metrics)?;
     let pts: Vec<(f64, f64)> = recs.iter().map(|r| ((r.step + 1) as f64, r.loss)).collect();
-    let title = format!("SparK pretraining loss: {} x{} @{} px", c.backbone, c.width_mult, c.input_size);
-    std::fs::write(svg, loss_curve_svg(&pts, &title)).ctx(|| format!("cannot write {}", svg.display()))
+    std::fs::write(svg, loss_curve_svg(&pts, title)).ctx(|| format!("cannot write {}", svg.display()))
 }

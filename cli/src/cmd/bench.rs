@@ -1,0 +1,214 @@
+//! `spark bench`: timing tables measured in one run, so the ratios compare like with like.
+//! gemm: the engine's SGEMM on each SIMD path the CPU has, against a naive triple loop;
+//! conv: dense conv2d forward and forward+backward on ResNet / ConvNeXt layer shapes;
+//! sparse: spark-sparse's sparse vs dense-masked table over mask ratios;
+//! step: one SparK pretraining step (forward + backward + LAMB), sparse vs dense-masked encoder.
+
+use super::pretrain::PretrainConfig;
+use crate::common::{compute_threads, setup_threads, CommonOpts};
+use crate::error::{CliError, CliResult};
+use clap::{Args, Subcommand};
+use spark::optim::{optim_params, Recipe};
+use spark::{EncoderMode, SparK};
+use spark_engine::cpu::gemm::{available_paths, gemm_with_path, MatRef};
+use spark_engine::{Conv2dParams, DType, Device, Rng, Tensor};
+use spark_nn::Module;
+use std::time::Instant;
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub what: BenchWhat,
+    /// Repetitions per measurement (the median is reported).
+    #[arg(long, default_value_t = 3, global = true)]
+    pub reps: usize,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum BenchWhat {
+    /// SGEMM GFLOP/s per SIMD path vs a naive loop.
+    Gemm {
+        /// Square sizes to time.
+        #[arg(long, value_delimiter = ',', default_values_t = [128usize, 256, 512, 1024])]
+        sizes: Vec<usize>,
+    },
+    /// Dense conv2d on ResNet-50 / ConvNeXt layer shapes.
+    Conv {
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+    },
+    /// Sparse vs dense-masked convolution over mask ratios.
+    Sparse {
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        #[arg(long, value_delimiter = ',', default_values_t = [0.0f64, 0.3, 0.6, 0.9])]
+        ratios: Vec<f64>,
+    },
+    /// One SparK pretraining step, sparse vs dense-masked encoder.
+    Step {
+        #[arg(long, default_value = "quick")]
+        preset: String,
+        #[arg(long)]
+        backbone: Option<String>,
+        #[arg(long)]
+        width_mult: Option<f64>,
+        #[arg(long)]
+        input_size: Option<usize>,
+        #[arg(long, default_value_t = 16)]
+        batch: usize,
+    },
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn time<F: FnMut() -> CliResult<()>>(reps: usize, mut f: F) -> CliResult<f64> {
+    f()?; // warm-up (packing buffers, page faults)
+    let mut v = Vec::new();
+    for _ in 0..reps.max(1) {
+        let t = Instant::now();
+        f()?;
+        v.push(t.elapsed().as_secs_f64());
+    }
+    Ok(median(v))
+}
+
+fn naive_gemm(a: &[f32], b: &[f32], c: &mut [f32], n: usize) {
+    c.iter_mut().for_each(|v| *v = 0.0);
+    for i in 0..n {
+        for k in 0..n {
+            let aik = a[i * n + k];
+            let (brow, crow) = (&b[k * n..(k + 1) * n], &mut c[i * n..(i + 1) * n]);
+            for j in 0..n {
+                crow[j] += aik * brow[j];
+            }
+        }
+    }
+}
+
+pub fn run(a: BenchArgs, common: CommonOpts) -> CliResult<()> {
+    setup_threads(common.threads)?;
+    println!("spark bench ({} compute threads; median of {} runs)", compute_threads(), a.reps.max(1));
+    match a.what {
+        BenchWhat::Gemm { sizes } => {
+            let paths = available_paths();
+            print!("| n |");
+            for p in &paths {
+                print!(" {p:?} GFLOP/s |");
+            }
+            println!(" naive GFLOP/s | best / naive |");
+            println!("|---|{}---|---|", "---|".repeat(paths.len()));
+            let mut rng = Rng::new(1);
+            for n in sizes {
+                let a_: Vec<f32> = (0..n * n).map(|_| rng.normal() as f32).collect();
+                let b_: Vec<f32> = (0..n * n).map(|_| rng.normal() as f32).collect();
+                let mut c = vec![0f32; n * n];
+                let flops = 2.0 * (n as f64).powi(3);
+                print!("| {n} |");
+                let mut best: f64 = 0.0;
+                for &p in &paths {
+                    let t = time(a.reps, || {
+                        gemm_with_path(p, MatRef::new(&a_, n, n), MatRef::new(&b_, n, n), &mut c, n, false)?;
+                        Ok(())
+                    })?;
+                    best = best.max(flops / t / 1e9);
+                    print!(" {:.1} |", flops / t / 1e9);
+                }
+                // The naive loop is single-threaded and slow: time it once, on sizes up to 1024.
+                if n <= 1024 {
+                    let t = time(1, || {
+                        naive_gemm(&a_, &b_, &mut c, n);
+                        Ok(())
+                    })?;
+                    println!(" {:.2} | {:.1}x |", flops / t / 1e9, best / (flops / t / 1e9));
+                } else {
+                    println!(" - | - |");
+                }
+            }
+        }
+        BenchWhat::Conv { batch } => {
+            println!("| layer | batch | fwd ms | fwd GFLOP/s | fwd+bwd ms | bwd / fwd |");
+            println!("|---|---|---|---|---|---|");
+            let mut rng = Rng::new(2);
+            for s in spark_sparse::bench::resnet_convnext_shapes() {
+                let x = Tensor::randn(&[batch, s.cin, s.hw, s.hw], 0.0, 1.0, &mut rng, DType::F32, Device::Cpu)?;
+                let w = Tensor::randn(
+                    &[s.cout, s.cin / s.groups, s.kernel, s.kernel],
+                    0.0,
+                    0.1,
+                    &mut rng,
+                    DType::F32,
+                    Device::Cpu,
+                )?
+                .to_variable();
+                let p = Conv2dParams { groups: s.groups, ..Conv2dParams::new(s.stride, s.padding) };
+                let fwd = time(a.reps, || {
+                    spark_engine::no_grad(|| x.conv2d(&w, None, p))?;
+                    Ok(())
+                })?;
+                let xv = x.to_variable();
+                let both = time(a.reps, || {
+                    let y = xv.conv2d(&w, None, p)?;
+                    y.sum_all()?.backward()?;
+                    Ok(())
+                })?;
+                let ho = (s.hw + 2 * s.padding - s.kernel) / s.stride + 1;
+                let flops = 2.0 * (batch * s.cout * ho * ho * (s.cin / s.groups) * s.kernel * s.kernel) as f64;
+                println!(
+                    "| {} | {batch} | {:.2} | {:.1} | {:.2} | {:.2} |",
+                    s.name,
+                    fwd * 1e3,
+                    flops / fwd / 1e9,
+                    both * 1e3,
+                    (both - fwd) / fwd
+                );
+            }
+        }
+        BenchWhat::Sparse { batch, ratios } => {
+            let shapes = spark_sparse::bench::resnet_convnext_shapes();
+            let rows = spark_sparse::bench::sparse_vs_dense_table(&shapes, batch, &ratios, a.reps.max(1))?;
+            println!("{}", spark_sparse::bench::format_table(&rows));
+        }
+        BenchWhat::Step { preset, backbone, width_mult, input_size, batch } => {
+            let mut c = PretrainConfig::preset(&preset)?;
+            c.backbone = backbone.unwrap_or(c.backbone);
+            c.width_mult = width_mult.unwrap_or(c.width_mult);
+            c.input_size = input_size.unwrap_or(c.input_size);
+            if batch < 2 {
+                return Err(CliError::usage("--batch must be at least 2"));
+            }
+            let sc = c.spark_config();
+            let mut rng = Rng::new(3);
+            let mut model = SparK::new(sc.clone(), &mut rng)?;
+            model.train();
+            let recipe = Recipe::official();
+            let params = optim_params(&model.trainable_parameters(), &recipe.no_decay);
+            let x =
+                Tensor::randn(&[batch, 3, sc.input_size, sc.input_size], 0.0, 1.0, &mut rng, DType::F32, Device::Cpu)?;
+            println!(
+                "SparK step: {} x{} at {} px, batch {batch}, mask {:.2}, decoder {}",
+                sc.backbone, sc.width_mult, sc.input_size, sc.mask_ratio, sc.decoder_width
+            );
+            println!("| encoder | step ms | images/s | vs dense-masked |");
+            println!("|---|---|---|---|");
+            let mut res = Vec::new();
+            for mode in [EncoderMode::DenseMasked, EncoderMode::Sparse] {
+                let mut opt = recipe.build_optimizer();
+                let mut r = Rng::new(4);
+                let t = time(a.reps, || {
+                    let mask = model.sample_mask(batch, &mut r)?;
+                    let out = model.forward(&x, &mask, mode, &mut r)?;
+                    let g = out.loss.backward()?;
+                    opt.step(&params, &g, 1e-4, 0.04)?;
+                    Ok(())
+                })?;
+                res.push(t);
+                let name = if mode == EncoderMode::Sparse { "sparse" } else { "dense-masked" };
+                println!("| {name} | {:.1} | {:.1} | {:.2}x |", t * 1e3, batch as f64 / t, res[0] / t);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,125 @@
+//! `spark eval`: top-1 / top-5 accuracy and the confusion matrix of a fine-tuned classifier.
+
+use super::classifier;
+use crate::common::{setup_device, setup_threads, CommonOpts};
+use crate::error::{CliError, CliResult, Context};
+use crate::progress;
+use clap::Args;
+use spark::data::{Dataset, Loader, LoaderConfig, Transform};
+use spark_engine::no_grad;
+use spark_nn::{Backbone, Ctx};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Args, Debug, Clone)]
+pub struct EvalArgs {
+    /// A classifier written by `spark finetune`.
+    #[arg(long, short = 'c', default_value = "runs/finetune/classifier.safetensors")]
+    pub checkpoint: PathBuf,
+    /// Labelled images (class sub-folders with the training class names, IDX with labels, or
+    /// `builtin:val`).
+    #[arg(long, default_value = "builtin:val")]
+    pub data: String,
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Also write the confusion matrix as CSV (rows = true class, columns = predicted).
+    #[arg(long, value_name = "FILE")]
+    pub confusion_csv: Option<PathBuf>,
+}
+
+pub struct EvalResult {
+    pub n: usize,
+    pub top1: f64,
+    pub top5: f64,
+    /// confusion[true][pred]
+    pub confusion: Vec<Vec<usize>>,
+}
+
+/// Runs the classifier over `ds` with the eval transform.
+pub fn evaluate(
+    model: &dyn Backbone,
+    ds: &Dataset,
+    size: usize,
+    batch: usize,
+    workers: usize,
+    pb: Option<&indicatif::ProgressBar>,
+) -> CliResult<EvalResult> {
+    let k = model.num_classes();
+    let loader = Loader::new(Arc::new(ds.clone()), Transform::eval(size), LoaderConfig::eval(batch.max(1), workers))?;
+    let mut confusion = vec![vec![0usize; k]; k];
+    let (mut n, mut c1, mut c5) = (0usize, 0usize, 0usize);
+    let mut ctx = Ctx::new(0);
+    for b in loader.epoch(0) {
+        let b = b?;
+        let logits = no_grad(|| model.forward(&b.images, &mut ctx))?;
+        let v = logits.to_vec_f32()?;
+        for (row, &label) in b.labels.iter().enumerate() {
+            let scores = &v[row * k..(row + 1) * k];
+            let mut order: Vec<usize> = (0..k).collect();
+            order.sort_by(|&i, &j| scores[j].total_cmp(&scores[i]));
+            if label < k {
+                confusion[label][order[0]] += 1;
+            }
+            c1 += usize::from(order[0] == label);
+            c5 += usize::from(order.iter().take(5).any(|&i| i == label));
+            n += 1;
+        }
+        if let Some(pb) = pb {
+            pb.inc(1);
+        }
+    }
+    if n == 0 {
+        return Err(CliError::runtime("no readable image to evaluate"));
+    }
+    Ok(EvalResult { n, top1: c1 as f64 / n as f64, top5: c5 as f64 / n as f64, confusion })
+}
+
+pub fn run(a: EvalArgs, common: CommonOpts) -> CliResult<()> {
+    setup_threads(common.threads)?;
+    setup_device(common.device.as_deref().unwrap_or("cpu"))?;
+    let (model, spec) = classifier::load_classifier(&a.checkpoint)?;
+    let ds = Dataset::open(&a.data).map_err(|e| CliError::runtime(e.to_string()))?;
+    if !ds.is_labelled() {
+        return Err(CliError::usage(format!("{} has no labels to evaluate against", ds.describe())));
+    }
+    if ds.classes != spec.classes {
+        return Err(CliError::usage(format!(
+            "the data's classes {:?} differ from the model's {:?}",
+            ds.classes.iter().take(5).collect::<Vec<_>>(),
+            spec.classes.iter().take(5).collect::<Vec<_>>()
+        ))
+        .hint("evaluate on data with the same class folders as the fine-tuning data"));
+    }
+    let pb = progress::bar(ds.len().div_ceil(a.batch_size.max(1)) as u64, "eval");
+    let r = evaluate(model.as_ref(), &ds, spec.input_size, a.batch_size, common.workers.unwrap_or(2), Some(&pb))?;
+    pb.finish_and_clear();
+    println!("model: {} x{} at {} px ({})", spec.backbone, spec.width_mult, spec.input_size, a.checkpoint.display());
+    println!("data: {}", ds.describe());
+    println!("top-1: {:.2}%   top-5: {:.2}%   ({} images)", r.top1 * 100.0, r.top5 * 100.0, r.n);
+    println!();
+    println!("confusion matrix (rows: true class, columns: predicted):");
+    let w = spec.classes.iter().map(|c| c.len()).max().unwrap_or(4).min(18);
+    let short = |c: &str| c.chars().take(w).collect::<String>();
+    print!("{:>w$} ", "");
+    for j in 0..spec.classes.len() {
+        print!("{:>4}", j);
+    }
+    println!("  recall");
+    for (i, row) in r.confusion.iter().enumerate() {
+        print!("{:>w$} ", short(&format!("{i} {}", spec.classes[i])));
+        for v in row {
+            print!("{v:>4}");
+        }
+        let tot: usize = row.iter().sum();
+        println!("  {:>5.1}%", if tot > 0 { 100.0 * row[i] as f64 / tot as f64 } else { 0.0 });
+    }
+    if let Some(p) = &a.confusion_csv {
+        let mut s = format!("true\\pred,{}\n", spec.classes.join(","));
+        for (i, row) in r.confusion.iter().enumerate() {
+            s += &format!("{},{}\n", spec.classes[i], row.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(","));
+        }
+        std::fs::write(p, s).ctx(|| format!("cannot write {}", p.display()))?;
+        println!("wrote {}", p.display());
+    }
+    Ok(())
+}

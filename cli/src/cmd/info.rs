@@ -1,0 +1,215 @@
+//! `spark info`: a model summary: the SparK contract values (patch size, feature channels, mask
+//! grid, kept cells, densify projections, decoder widths), parameters per part and per encoder
+//! stage, and multiply-accumulate counts (the "FLOPs" of the SparK / timm tables).
+
+use super::pretrain::PretrainConfig;
+use crate::error::{CliError, CliResult};
+use clap::Args;
+use spark::SparK;
+use spark_nn::Module;
+use std::collections::BTreeMap;
+
+#[derive(Args, Debug, Clone)]
+pub struct InfoArgs {
+    /// Settings preset whose model to describe (quick, official, mmpretrain).
+    #[arg(long, default_value = "quick")]
+    pub preset: String,
+    #[arg(long)]
+    pub backbone: Option<String>,
+    #[arg(long)]
+    pub width_mult: Option<f64>,
+    #[arg(long)]
+    pub input_size: Option<usize>,
+    #[arg(long)]
+    pub decoder_width: Option<usize>,
+    #[arg(long)]
+    pub mask_ratio: Option<f64>,
+}
+
+/// Output side of a feature map of stride `s` at input `h`.
+fn at(h: usize, s: usize) -> usize {
+    h.div_ceil(s)
+}
+
+/// Multiply-accumulates of one weight, from its name and shape (torchvision ResNet / official
+/// ConvNeXt / SparK decoder naming), at input size `h` with mask grid `f = h / 32`.
+pub fn weight_macs(name: &str, shape: &[usize], h: usize) -> u64 {
+    if !name.ends_with("weight") || shape.len() < 2 {
+        return 0;
+    }
+    let per_pos: u64 = shape.iter().map(|&d| d as u64).product();
+    // Output resolution (stride relative to the input) of the layer owning this weight.
+    let stride = if let Some(rest) = name.strip_prefix("sparse_encoder.sp_cnn.") {
+        return weight_macs(rest, shape, h);
+    } else if name == "conv1.weight" {
+        2
+    } else if let Some(rest) = name.strip_prefix("layer") {
+        let stage: u32 = rest[..1].parse().unwrap_or(1);
+        let first = rest[1..].starts_with(".0.");
+        let out = 1usize << (stage + 1);
+        // v1.5 bottleneck: conv1 of a stage's first block still runs at the previous resolution.
+        if first && stage > 1 && rest.contains(".conv1.") && shape[2] == 1 {
+            out / 2
+        } else {
+            out
+        }
+    } else if let Some(rest) = name.strip_prefix("downsample_layers.") {
+        let s: u32 = rest[..1].parse().unwrap_or(0);
+        1 << (s + 2)
+    } else if let Some(rest) = name.strip_prefix("stages.") {
+        let s: u32 = rest[..1].parse().unwrap_or(0);
+        1 << (s + 2)
+    } else if name.starts_with("fc.") || name.starts_with("head.") {
+        return if shape.len() == 2 { per_pos } else { 0 };
+    } else if let Some(rest) = name.strip_prefix("dense_decoder.dec.") {
+        let i: u32 = rest[..1].parse().unwrap_or(0);
+        // Block i upsamples 32/2^i -> 32/2^(i+1).
+        32 >> (i + 1)
+    } else if name.starts_with("dense_decoder.proj") {
+        1
+    } else if let Some(rest) = name.strip_prefix("densify_projs.") {
+        let i: u32 = rest[..1].parse().unwrap_or(0);
+        32 >> i
+    } else {
+        return 0;
+    };
+    if shape.len() == 1 {
+        return 0;
+    }
+    let hw = at(h, stride.max(1)) as u64;
+    if name.contains("up_sample") {
+        // ConvTranspose2d [Cin, Cout, k, k]: every input position scatters Cin*Cout*k*k MACs.
+        let hin = at(h, (stride * 2).max(1)) as u64;
+        return per_pos * hin * hin;
+    }
+    per_pos * hw * hw
+}
+
+pub fn run(a: InfoArgs) -> CliResult<()> {
+    let mut c = PretrainConfig::preset(&a.preset)?;
+    if let Some(b) = a.backbone {
+        c.backbone = b;
+    }
+    if let Some(w) = a.width_mult {
+        c.width_mult = w;
+    }
+    if let Some(s) = a.input_size {
+        c.input_size = s;
+    }
+    if let Some(d) = a.decoder_width {
+        c.decoder_width = d;
+    }
+    if let Some(m) = a.mask_ratio {
+        c.mask_ratio = m;
+    }
+    if !spark_nn::BACKBONE_NAMES.contains(&c.backbone.as_str()) {
+        return Err(CliError::usage(format!("unknown backbone '{}'", c.backbone))
+            .hint(format!("valid names: {}", spark_nn::BACKBONE_NAMES.join(", "))));
+    }
+    let sc = c.spark_config();
+    let model = SparK::shape_only(sc.clone()).map_err(|e| CliError::usage(e.to_string()))?;
+    let h = sc.input_size;
+    let f = model.grid();
+    let keep = spark::mask::len_keep(f, f, sc.mask_ratio);
+    println!("SparK model: {} (width x{}), input {h}x{h}, preset {}", sc.backbone, sc.width_mult, c.preset);
+    println!();
+    println!("SparK contract");
+    println!("  downsample ratio (mask patch)  {} px", model.patch);
+    println!("  feature channels (stride 4..32) {:?}", model.encoder.feature_channels());
+    println!("  mask grid                       {f}x{f} = {} cells", f * f);
+    println!(
+        "  mask ratio {:.2}: kept          {keep} visible, {} masked per image (round-half-even)",
+        sc.mask_ratio,
+        f * f - keep
+    );
+    let dec: Vec<usize> = (0..6).map(|i| sc.decoder_width >> i).collect();
+    println!("  decoder widths                  {dec:?}");
+    println!("  densify norm                    {:?}", sc.densify_norm);
+    // Parameters per part and per top-level encoder module.
+    let mut parts: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut stages: Vec<(String, usize)> = Vec::new();
+    let mut macs: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut projs = Vec::new();
+    model.visit("", &mut |n, t, k| {
+        let part = if n.starts_with("sparse_encoder.") {
+            "encoder"
+        } else if n.starts_with("dense_decoder.") {
+            "decoder"
+        } else if n.starts_with("densify_projs.") {
+            "densify projections"
+        } else if n.starts_with("densify_norms.") {
+            "densify norms"
+        } else {
+            "mask tokens"
+        };
+        if n.starts_with("densify_projs.") && n.ends_with("weight") {
+            projs.push(format!("{}: {:?}", n, t.dims()));
+        }
+        if k == spark_nn::Kind::Param {
+            *parts.entry(part).or_default() += t.numel();
+            if let Some(rest) = n.strip_prefix("sparse_encoder.sp_cnn.") {
+                let top = match rest.split('.').next() {
+                    Some(s @ ("stages" | "downsample_layers")) => {
+                        format!("{s}.{}", rest.split('.').nth(1).unwrap_or(""))
+                    }
+                    Some(s) => s.to_string(),
+                    None => String::new(),
+                };
+                match stages.last_mut() {
+                    Some((name, cnt)) if *name == top => *cnt += t.numel(),
+                    _ => stages.push((top, t.numel())),
+                }
+            }
+        }
+        *macs.entry(part).or_default() += weight_macs(n, t.dims(), h);
+    });
+    println!("  densify projections             {}", if projs.is_empty() { "none".into() } else { projs.join(", ") });
+    println!();
+    println!("Encoder layers (parameters)");
+    for (name, n) in &stages {
+        println!("  {name:<22} {n:>12}");
+    }
+    println!();
+    println!("{:<22} {:>12} {:>14}", "part", "parameters", "GMACs (dense)");
+    let mut total = 0;
+    for (p, n) in &parts {
+        total += n;
+        println!("  {p:<20} {n:>12} {:>14.3}", *macs.get(p).unwrap_or(&0) as f64 / 1e9);
+    }
+    let all_macs: u64 = macs.values().sum();
+    println!("  {:<20} {total:>12} {:>14.3}", "total", all_macs as f64 / 1e9);
+    let enc = *macs.get("encoder").unwrap_or(&0) as f64;
+    println!();
+    println!(
+        "The sparse encoder computes only the visible {:.0}% of sites: about {:.3} GMACs per image.",
+        100.0 * keep as f64 / (f * f) as f64,
+        enc * keep as f64 / (f * f) as f64 / 1e9
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spark_engine::Rng;
+    use spark_nn::{build_backbone, BackboneConfig};
+
+    fn backbone_macs(name: &str, h: usize) -> f64 {
+        let cfg = BackboneConfig { shape_only: true, ..BackboneConfig::default() };
+        let m = build_backbone(name, &cfg, &mut Rng::new(0)).unwrap();
+        let mut total = 0u64;
+        m.visit("", &mut |n, t, _| total += weight_macs(n, t.dims(), h));
+        total as f64 / 1e9
+    }
+
+    #[test]
+    fn macs_match_published_counts() {
+        // torchvision / timm: ResNet-50 4.09 GMACs, ResNet-18 1.81, ConvNeXt-T 4.46 (incl. the head).
+        let r50 = backbone_macs("resnet50", 224);
+        assert!((r50 - 4.09).abs() < 0.05, "resnet50 {r50}");
+        let r18 = backbone_macs("resnet18", 224);
+        assert!((r18 - 1.81).abs() < 0.03, "resnet18 {r18}");
+        let cnx = backbone_macs("convnext_tiny", 224);
+        assert!((cnx - 4.46).abs() < 0.06, "convnext_tiny {cnx}");
+    }
+}

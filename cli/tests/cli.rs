@@ -1,0 +1,241 @@
+//! End-to-end tests of the real `spark` binary on tiny settings: every workflow command, the
+//! files it writes, resume continuity, and the error contract (one line + hint, exit codes).
+
+use image::{Rgb, RgbImage};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_spark");
+
+struct Tmp(PathBuf);
+impl Tmp {
+    fn new(tag: &str) -> Tmp {
+        let p = std::env::temp_dir().join(format!("spark-cli-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Tmp(p)
+    }
+    fn join(&self, s: &str) -> PathBuf {
+        self.0.join(s)
+    }
+}
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Three classes of 6 small images each: red / green / blue-ish gradients with noise.
+fn class_folders(root: &Path) {
+    for (c, name) in ["apple", "leaf", "sky"].iter().enumerate() {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..6u32 {
+            let img = RgbImage::from_fn(48, 40, |x, y| {
+                let v = ((x * 5 + y * 3 + i * 17) % 64) as u8;
+                let mut p = [v, v, v];
+                p[c] = 160 + v;
+                Rgb(p)
+            });
+            img.save(dir.join(format!("{i}.png"))).unwrap();
+        }
+    }
+}
+
+fn spark(args: &[&str], cwd: &Path) -> Output {
+    Command::new(BIN).args(args).current_dir(cwd).output().expect("run spark")
+}
+
+fn ok(o: &Output) -> String {
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "spark failed ({:?}):\nstdout:\n{out}\nstderr:\n{err}", o.status.code());
+    format!("{out}{err}")
+}
+
+const TINY: &[&str] = &[
+    "--backbone",
+    "resnet18",
+    "--width-mult",
+    "0.125",
+    "--input-size",
+    "64",
+    "--decoder-width",
+    "32",
+    "--batch-size",
+    "4",
+    "--workers",
+    "1",
+];
+
+fn pretrain(t: &Tmp, out: &str, steps: &str, extra: &[&str]) -> String {
+    let data = t.join("data");
+    let mut args = vec!["pretrain", "--data", data.to_str().unwrap(), "--out", out, "--steps", steps];
+    args.extend_from_slice(TINY);
+    args.extend_from_slice(extra);
+    ok(&spark(&args, &t.0))
+}
+
+fn losses(path: &Path) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn pretrain_writes_its_files_and_resume_continues_the_curve_exactly() {
+    let t = Tmp::new("pretrain");
+    class_folders(&t.join("data"));
+    let log = pretrain(&t, "full", "4", &[]);
+    assert!(log.contains("image folders") && log.contains("18 images, 3 classes"), "{log}");
+    for f in ["checkpoint.safetensors", "config.toml", "metrics.jsonl", "loss.svg", "reconstruction.png"] {
+        assert!(t.join("full").join(f).exists(), "missing {f}");
+    }
+    let full = losses(&t.join("full/metrics.jsonl"));
+    assert_eq!(full.iter().map(|x| x.0).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+    let cfg = std::fs::read_to_string(t.join("full/config.toml")).unwrap();
+    assert!(cfg.contains("steps = 4") && cfg.contains("width_mult = 0.125"), "{cfg}");
+    let svg = std::fs::read_to_string(t.join("full/loss.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("<polyline"));
+    // Reconstruction grid: 3 columns of 64 px plus gaps.
+    let png = image::open(t.join("full/reconstruction.png")).unwrap();
+    assert_eq!(png.width(), 3 * 64 + 4 * 4);
+
+    // 2 steps, then resume to 4: the same four losses.
+    pretrain(&t, "split", "2", &[]);
+    let log = ok(&spark(&["pretrain", "--resume", "--out", "split", "--steps", "4"], &t.0));
+    assert!(log.contains("steps 2..4"), "{log}");
+    let split = losses(&t.join("split/metrics.jsonl"));
+    assert_eq!(split.len(), 4);
+    for (a, b) in full.iter().zip(&split) {
+        assert_eq!(a.0, b.0);
+        assert!((a.1 - b.1).abs() < 1e-5, "step {}: {} vs {} after resume", a.0, a.1, b.1);
+    }
+}
+
+#[test]
+fn reconstruct_export_extract_finetune_eval_predict() {
+    let t = Tmp::new("workflow");
+    class_folders(&t.join("data"));
+    pretrain(&t, "pre", "2", &[]);
+    let ck = "pre/checkpoint.safetensors";
+
+    let o = ok(&spark(&["reconstruct", "-c", ck, "--data", "data", "-n", "3", "-o", "rec.png"], &t.0));
+    assert!(o.contains("wrote rec.png"), "{o}");
+    let png = image::open(t.join("rec.png")).unwrap();
+    assert_eq!(png.height(), 3 * (64 + 4) + 4);
+
+    let o = ok(&spark(&["export", "-c", ck, "-o", "enc.safetensors"], &t.0));
+    assert!(o.contains("wrote enc.safetensors"), "{o}");
+    let bytes = std::fs::read(t.join("enc.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let names: Vec<String> = st.names().into_iter().cloned().collect();
+    assert!(names.contains(&"conv1.weight".to_string()) && names.contains(&"layer4.1.bn2.running_var".to_string()));
+    assert!(!names.iter().any(|n| n.contains("decoder") || n.contains("mask_token") || n.starts_with("fc.")));
+    assert_eq!(st.tensor("bn1.num_batches_tracked").unwrap().dtype(), safetensors::Dtype::I64);
+
+    let o = ok(&spark(&["extract", "-c", "enc.safetensors", "--data", "data", "-o", "f.safetensors"], &t.0));
+    assert!(o.contains("features.3: [18, 64, 2, 2]"), "{o}");
+    let o = ok(&spark(&["extract", "-c", ck, "--pooled", "data/sky/0.png", "-o", "p.safetensors"], &t.0));
+    assert!(o.contains("pooled: [1, 64]"), "{o}");
+
+    let o = ok(&spark(
+        &[
+            "finetune",
+            "--init",
+            "enc.safetensors",
+            "--data",
+            "data",
+            "--val-data",
+            "data",
+            "--steps",
+            "5",
+            "--batch-size",
+            "6",
+            "--workers",
+            "1",
+            "--out",
+            "ft",
+        ],
+        &t.0,
+    ));
+    assert!(o.contains("from pretrained weights") && o.contains("val top-1"), "{o}");
+    for f in ["classifier.safetensors", "metrics.jsonl", "loss.svg"] {
+        assert!(t.join("ft").join(f).exists(), "missing {f}");
+    }
+    let o =
+        ok(&spark(&["eval", "-c", "ft/classifier.safetensors", "--data", "data", "--confusion-csv", "cm.csv"], &t.0));
+    assert!(o.contains("top-1:") && o.contains("top-5: 100.00%") && o.contains("(18 images)"), "{o}");
+    let csv = std::fs::read_to_string(t.join("cm.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 4);
+    let o = ok(&spark(&["predict", "-c", "ft/classifier.safetensors", "data/leaf/1.png", "--json"], &t.0));
+    let v: serde_json::Value = serde_json::from_str(o.lines().next().unwrap()).unwrap();
+    assert_eq!(v["pred_scores"].as_array().unwrap().len(), 3);
+    let s: f64 = v["pred_scores"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).sum();
+    assert!((s - 1.0).abs() < 1e-4);
+    // The classifier is not a pretraining checkpoint: a clear error.
+    let o = spark(&["export", "-c", "ft/classifier.safetensors"], &t.0);
+    assert_eq!(o.status.code(), Some(1));
+}
+
+#[test]
+fn config_file_is_merged_under_flags() {
+    let t = Tmp::new("config");
+    class_folders(&t.join("data"));
+    std::fs::write(t.join("c.toml"), "steps = 1\nmask_ratio = 0.5\nseed = 9\n").unwrap();
+    pretrain(&t, "run", "2", &["--config", "c.toml"]);
+    let cfg = std::fs::read_to_string(t.join("run/config.toml")).unwrap();
+    // --steps 2 (flag) beats the file's 1; the file's mask ratio and seed beat the preset.
+    assert!(cfg.contains("steps = 2") && cfg.contains("mask_ratio = 0.5") && cfg.contains("seed = 9"), "{cfg}");
+    std::fs::write(t.join("bad.toml"), "stepz = 1\n").unwrap();
+    let o = spark(&["pretrain", "--config", "bad.toml"], &t.0);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("bad.toml") && err.contains("stepz"), "{err}");
+}
+
+#[test]
+fn errors_are_one_line_with_a_hint_and_exit_codes_differ() {
+    let t = Tmp::new("errors");
+    let check = |args: &[&str], code: i32, needle: &str| {
+        let o = spark(args, &t.0);
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert_eq!(o.status.code(), Some(code), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{err}");
+        err
+    };
+    check(&["pretrain", "--no-such-flag"], 2, "--no-such-flag");
+    check(&["pretrain", "--input-size", "50"], 2, "multiple of 32");
+    check(&["pretrain", "--backbone", "vgg16"], 2, "unknown backbone");
+    let e = check(&["pretrain", "--data", "missing-folder", "--out", "o"], 1, "does not exist");
+    assert!(e.lines().count() == 2 && e.contains("hint:"), "{e}");
+    let e = check(&["pretrain", "--device", "cuda", "--out", "o"], 1, "CUDA");
+    assert!(e.contains("hint:") && e.contains("--device cpu"), "{e}");
+    check(&["pretrain", "--device", "tpu"], 2, "unknown device");
+    std::fs::create_dir_all(t.join("empty")).unwrap();
+    check(&["pretrain", "--data", "empty", "--out", "o"], 1, "contains no images");
+    check(&["eval", "-c", "nope.safetensors"], 2, "does not exist");
+    let o = spark(&["--help"], &t.0);
+    assert_eq!(o.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&o.stdout);
+    for c in ["pretrain", "finetune", "eval", "predict", "extract", "reconstruct", "bench", "info", "export"] {
+        assert!(help.contains(c), "{c} missing from --help");
+    }
+}
+
+#[test]
+fn info_and_bench_print_their_tables() {
+    let t = Tmp::new("info");
+    let o = ok(&spark(&["info", "--preset", "official"], &t.0));
+    // SPARK.md: ResNet-50 official pretraining model 52,921,835 parameters; 7x7 grid keeps 20.
+    assert!(o.contains("52921835"), "{o}");
+    assert!(o.contains("20 visible, 29 masked"), "{o}");
+    assert!(o.contains("[256, 512, 1024, 2048]"), "{o}");
+    let o = ok(&spark(&["bench", "gemm", "--sizes", "64,128", "--reps", "1"], &t.0));
+    assert!(o.contains("| 128 |") && o.contains("best / naive"), "{o}");
+}
