@@ -516,3 +516,56 @@ fn dropout_masks_scales_and_backpropagates_the_same_mask() {
     gradcheck(|t| t[0].t()?.dropout(0.4, true, &mut Rng::new(3)), &[r], gc()).unwrap();
     no_grad(|| assert!(!x.to_variable().dropout(0.5, true, &mut Rng::new(1)).unwrap().requires_grad()));
 }
+
+#[test]
+fn indexing_and_repeat_gradients_through_broadcast_inputs() {
+    let row = randn(&[1, 5], 100);
+    let idx: Vec<usize> = (0..12).map(|i| (i * 3 + 1) % 5).collect();
+    gradcheck(|t| t[0].expand(&[4, 5])?.gather(1, &idx, &[4, 3]), &[row.clone()], gc()).unwrap();
+    gradcheck(
+        |t| t[0].expand(&[4, 5])?.scatter_add(1, &idx, &[4, 3], &t[1].expand(&[4, 3])?),
+        &[row.clone(), randn(&[3], 101)],
+        gc(),
+    )
+    .unwrap();
+    let mask = t64(&[1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.0, 1.0], &[4, 3]);
+    gradcheck(|t| t[0].expand(&[4, 3])?.masked_fill(&mask, 2.0), &[randn(&[3], 102)], gc()).unwrap();
+    gradcheck(|t| t[0].expand(&[3, 4])?.repeat_interleave(2, 1), &[randn(&[3, 1], 103)], gc()).unwrap();
+}
+
+#[test]
+fn large_tensors_take_the_parallel_paths() {
+    // softmax over rows and over a middle dim, against the definition
+    let x = randn(&[40, 1000], 110);
+    assert_close("softmax rows", &v64(&x.softmax(1).unwrap()), &naive_softmax(&v64(&x), 40, 1000, 1), 1e-15, 1e-12);
+    let y = randn(&[10, 8, 500], 111);
+    assert_close("softmax mid", &v64(&y.softmax(1).unwrap()), &naive_softmax(&v64(&y), 10, 8, 500), 1e-15, 1e-12);
+    // cross-entropy of many rows equals the mean of per-row -log_softmax at the target
+    let targets: Vec<usize> = (0..40).map(|i| (i * 37) % 1000).collect();
+    let lp = v64(&x.log_softmax(1).unwrap());
+    let want = -targets.iter().enumerate().map(|(i, &t)| lp[i * 1000 + t]).sum::<f64>() / 40.0;
+    assert!((x.cross_entropy(&targets, 0.0).unwrap().to_scalar().unwrap() - want).abs() < 1e-12);
+    // index_select with repeats, and its adjoint (gradient = counts of each index)
+    let z = randn(&[300, 200], 112).to_variable();
+    let idx: Vec<usize> = (0..400).map(|i| (i * 7) % 300).collect();
+    let sel = z.index_select(0, &idx).unwrap();
+    let (zv, sv) = (v64(&z), v64(&sel));
+    for (k, &j) in idx.iter().enumerate().step_by(37) {
+        assert_eq!(&sv[k * 200..(k + 1) * 200], &zv[j * 200..(j + 1) * 200]);
+    }
+    let g = v64(sel.sum_all().unwrap().backward().unwrap().get(&z).unwrap());
+    for j in 0..300 {
+        let count = idx.iter().filter(|&&i| i == j).count() as f64;
+        assert_eq!(g[j * 200], count, "row {j}");
+    }
+    // where_cond contiguous fast path against an elementwise loop
+    let (a, b) = (randn(&[256, 256], 113), randn(&[256, 256], 114));
+    let m = a.gt_mask(&b).unwrap();
+    let w = v64(&Tensor::where_cond(&m, &a, &b).unwrap());
+    let (av, bv) = (v64(&a), v64(&b));
+    assert!(w.iter().zip(av.iter().zip(&bv)).all(|(&o, (&p, &q))| o == p.max(q)));
+    // upsample of a big map equals repeat_interleave twice
+    let u = randn(&[4, 8, 32, 32], 115);
+    let up = u.upsample_nearest2d(2, 2).unwrap();
+    assert_eq!(v64(&up), v64(&u.repeat_interleave(2, 2).unwrap().repeat_interleave(2, 3).unwrap()));
+}
