@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 /// Round tick values covering [lo, hi], about `n` of them (1-2-5 steps).
 fn ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
-    if !(hi > lo) {
+    if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
         return vec![lo];
     }
     let raw = (hi - lo) / n as f64;

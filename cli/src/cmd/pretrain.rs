@@ -198,7 +198,7 @@ impl PretrainConfig {
             return Err(CliError::usage(format!("unknown backbone '{}'", self.backbone))
                 .hint(format!("valid names: {}", spark_nn::BACKBONE_NAMES.join(", "))));
         }
-        if self.input_size == 0 || self.input_size % 32 != 0 {
+        if self.input_size == 0 || !self.input_size.is_multiple_of(32) {
             return Err(CliError::usage(format!("--input-size {} is not a positive multiple of 32", self.input_size))
                 .hint("the mask patch is the encoder's total stride, 32 px; try 64, 96, 224"));
         }

@@ -94,15 +94,18 @@ pub fn write_grid(model: &SparK, ds: &Dataset, n: usize, seed: u64, workers: usi
                 let std = (var + 1e-6).sqrt();
                 for y in cy * p..(cy + 1) * p {
                     for xx in cx * p..(cx + 1) * p {
+                        // px[column][channel]: original, masked input, reconstruction.
                         let mut px = [[0u8; 3]; 3];
+                        let to_u8 = |c: usize, v: f32| (norm.denormalize(c, v).clamp(0.0, 1.0) * 255.0).round() as u8;
+                        #[allow(clippy::needless_range_loop)] // c indexes the planes of xb / rb too
                         for c in 0..3 {
                             let i = c * plane + y * size + xx;
                             let orig = xb[i];
                             let masked = if active { orig } else { 0.0 };
                             let recon = if active { orig } else { (rb[i] as f64 * std + mean) as f32 };
-                            for (k, v) in [orig, masked, recon].into_iter().enumerate() {
-                                px[k][c] = (norm.denormalize(c, v).clamp(0.0, 1.0) * 255.0).round() as u8;
-                            }
+                            px[0][c] = to_u8(c, orig);
+                            px[1][c] = to_u8(c, masked);
+                            px[2][c] = to_u8(c, recon);
                         }
                         let oy = gap + bi as u32 * (s + gap) + y as u32;
                         for (k, pxk) in px.iter().enumerate() {
