@@ -89,11 +89,17 @@ fn check_conv(x: &SparseTensor, weight: &Tensor, bias: Option<&Tensor>, p: &Conv
     Ok(geom)
 }
 
-/// The measured choice for groups == 1 (see the sparse section of docs/benchmarks.md): the
-/// implicit GEMM is faster for every ResNet shape measured, because it runs one large GEMM
-/// instead of K small ones and never scatter-adds.
-fn auto_kind(_map: &KernelMap, _d: ConvDims) -> Kind {
-    Kind::Implicit
+/// The measured choice for groups == 1 (docs/benchmarks.md, section "sparse"): with more than
+/// one offset the per-offset rulebook wins on the ResNet 3x3 shapes (its gathered blocks are K
+/// times smaller than the implicit GEMM's `[N, K*Cin]` matrix and stay in cache, and the centre
+/// offset runs without gather or scatter); with one offset (1x1, also strided) the implicit
+/// GEMM is the same GEMM without the scatter-add.
+fn auto_kind(map: &KernelMap, _d: ConvDims) -> Kind {
+    if map.volume() == 1 {
+        Kind::Implicit
+    } else {
+        Kind::PerOffset
+    }
 }
 
 /// The conv on a feature matrix over a prebuilt kernel map: `x` `[map.n_in(), Cin]` ->

@@ -70,26 +70,6 @@ fn weight_ko_c<T: Float>(w: &[T], d: ConvDims, g: usize) -> Vec<T> {
     out
 }
 
-/// `dst[r, k*width + j] = src[table[r*K + k] * ld + off + j]` (0 where the table holds -1).
-fn gather<T: Float>(src: &[T], ld: usize, off: usize, width: usize, table: &[i32], kv: usize, dst: &mut [T]) {
-    let row_len = kv * width;
-    if row_len == 0 {
-        return;
-    }
-    dst.par_chunks_mut(row_len).enumerate().with_min_len(ROWS_PER_TASK).for_each(|(r, row)| {
-        for k in 0..kv {
-            let seg = &mut row[k * width..(k + 1) * width];
-            let i = table[r * kv + k];
-            if i >= 0 {
-                let s = i as usize * ld + off;
-                seg.copy_from_slice(&src[s..s + width]);
-            } else {
-                seg.fill(T::ZERO);
-            }
-        }
-    });
-}
-
 fn add_bias<T: Float>(y: &mut [T], bias: Option<&[T]>, cout: usize) {
     if let (Some(b), true) = (bias, cout > 0) {
         y.par_chunks_mut(cout).with_min_len(ROWS_PER_TASK).for_each(|row| {
@@ -128,46 +108,130 @@ pub fn column_sums<T: Float>(m: &[T], c: usize) -> Vec<T> {
 
 // ------------------------------------------------------------------ implicit GEMM (any groups)
 
-/// Forward: per group, gather `[n_out, K*cig]` along the neighbour table, one GEMM with the
-/// `[K*cig, cog]` weight. A 1x1 stride-1 map on one set is the identity and skips the gather.
+/// Rows per implicit-GEMM block: whole matrices up to 8M gathered floats (32 MiB in f32), so
+/// each GEMM is large and packs its weight once; bigger problems are cut into row blocks.
+fn block_rows(row_len: usize) -> usize {
+    (8 << 20) / row_len.max(1)
+}
+
+/// Parallel gather of rows `r0..r0+m` of the table into `buf` (`[m, K*width]`).
+#[allow(clippy::too_many_arguments)]
+fn gather_block<T: Float>(
+    src: &[T],
+    ld: usize,
+    off: usize,
+    width: usize,
+    table: &[i32],
+    kv: usize,
+    m: usize,
+    buf: &mut Vec<T>,
+) {
+    let row_len = kv * width;
+    buf.resize(m * row_len, T::ZERO);
+    if row_len == 0 {
+        return;
+    }
+    buf.par_chunks_mut(row_len).enumerate().with_min_len(32).for_each(|(r, row)| {
+        for k in 0..kv {
+            let seg = &mut row[k * width..(k + 1) * width];
+            let i = table[r * kv + k];
+            if i >= 0 {
+                let s = i as usize * ld + off;
+                seg.copy_from_slice(&src[s..s + width]);
+            } else {
+                seg.fill(T::ZERO);
+            }
+        }
+    });
+}
+
+/// `out[rows, ldo] (group columns) = gather(src along table) · B_g` for every group, in row
+/// blocks. Used by the forward (neighbour table) and the input gradient (reverse table).
+#[allow(clippy::too_many_arguments)]
+fn blocked_gathered_gemm<T: Float>(
+    src: &[T],
+    ld: usize,
+    width: usize,
+    table: &[i32],
+    kv: usize,
+    weights: &[Vec<T>],
+    ncols: usize,
+    out: &mut [T],
+    ldo: usize,
+    rows: usize,
+) {
+    if rows == 0 || ldo == 0 {
+        return;
+    }
+    let br = block_rows(kv * width);
+    let mut buf = Vec::new();
+    for r0 in (0..rows).step_by(br) {
+        let m = br.min(rows - r0);
+        for (g, b) in weights.iter().enumerate() {
+            gather_block(src, ld, g * width, width, &table[r0 * kv..(r0 + m) * kv], kv, m, &mut buf);
+            gemm(
+                MatRef::new(&buf, m, kv * width),
+                MatRef::new(b, kv * width, ncols),
+                &mut out[r0 * ldo + g * ncols..],
+                ldo,
+                false,
+            );
+        }
+    }
+}
+
+/// Forward: per group, gather `[n_out, K*cig]` along the neighbour table, GEMM with the
+/// `[K*cig, cog]` weight (blocked over rows). A 1x1 stride-1 map on one set is the identity and
+/// runs one GEMM on the features themselves.
 pub fn implicit_forward<T: Float>(x: &[T], w: &[T], bias: Option<&[T]>, map: &KernelMap, d: ConvDims) -> Vec<T> {
     let (n_out, kv, cig, cog) = (map.n_out(), d.kvol, d.cig(), d.cog());
     let mut y = vec![T::ZERO; n_out * d.cout];
-    let mut buf = if map.is_identity() { Vec::new() } else { vec![T::ZERO; n_out * kv * cig] };
-    for g in 0..d.groups {
-        let b = weight_kc_o(w, d, g);
-        let a = if map.is_identity() {
-            MatRef { data: &x[g * cig..], rows: n_out, cols: cig, rs: d.cin, cs: 1 }
-        } else {
-            gather(x, d.cin, g * cig, cig, map.neighbours(), kv, &mut buf);
-            MatRef::new(&buf, n_out, kv * cig)
-        };
-        if n_out > 0 {
-            gemm(a, MatRef::new(&b, kv * cig, cog), &mut y[g * cog..], d.cout, false);
+    let weights: Vec<Vec<T>> = (0..d.groups).map(|g| weight_kc_o(w, d, g)).collect();
+    if map.is_identity() {
+        for (g, b) in weights.iter().enumerate() {
+            let a = MatRef { data: &x[g * cig..], rows: n_out, cols: cig, rs: d.cin, cs: 1 };
+            if n_out > 0 {
+                gemm(a, MatRef::new(b, cig, cog), &mut y[g * cog..], d.cout, false);
+            }
         }
+    } else {
+        blocked_gathered_gemm(x, d.cin, cig, map.neighbours(), kv, &weights, cog, &mut y, d.cout, n_out);
     }
     add_bias(&mut y, bias, d.cout);
     y
 }
 
-/// Weight gradient `[Cout, cig, kh, kw]`: per group `G^T · dY` with G re-gathered (cheaper in
-/// memory than keeping it from the forward pass).
+/// Weight gradient `[Cout, cig, kh, kw]`: per group `G^T · dY`, with G re-gathered block by
+/// block (cheaper in memory than keeping it from the forward pass) and per-task partial sums.
 pub fn implicit_grad_weight<T: Float>(x: &[T], dy: &[T], map: &KernelMap, d: ConvDims) -> Vec<T> {
     let (n_out, kv, cig, cog) = (map.n_out(), d.kvol, d.cig(), d.cog());
     let mut dw = vec![T::ZERO; d.cout * cig * kv];
-    let mut buf = if map.is_identity() { Vec::new() } else { vec![T::ZERO; n_out * kv * cig] };
-    let mut dw2 = vec![T::ZERO; kv * cig * cog];
+    let sz = kv * cig * cog;
     for g in 0..d.groups {
-        let a = if map.is_identity() {
-            MatRef { data: &x[g * cig..], rows: n_out, cols: cig, rs: d.cin, cs: 1 }
+        let dw2 = if map.is_identity() {
+            let mut acc = vec![T::ZERO; sz];
+            let a = MatRef { data: &x[g * cig..], rows: n_out, cols: cig, rs: d.cin, cs: 1 };
+            let dyg = MatRef { data: &dy[g * cog..], rows: n_out, cols: cog, rs: d.cout, cs: 1 };
+            if sz > 0 {
+                gemm(a.t(), dyg, &mut acc, cog, false);
+            }
+            acc
         } else {
-            gather(x, d.cin, g * cig, cig, map.neighbours(), kv, &mut buf);
-            MatRef::new(&buf, n_out, kv * cig)
+            let mut acc = vec![T::ZERO; sz];
+            let mut buf = Vec::new();
+            let br = block_rows(kv * cig);
+            let nbr = map.neighbours();
+            for r0 in (0..n_out).step_by(br) {
+                let m = br.min(n_out - r0);
+                gather_block(x, d.cin, g * cig, cig, &nbr[r0 * kv..(r0 + m) * kv], kv, m, &mut buf);
+                let a = MatRef::new(&buf, m, kv * cig);
+                let dyg = MatRef { data: &dy[r0 * d.cout + g * cog..], rows: m, cols: cog, rs: d.cout, cs: 1 };
+                if sz > 0 {
+                    gemm(a.t(), dyg, &mut acc, cog, r0 > 0);
+                }
+            }
+            acc
         };
-        let dyg = MatRef { data: &dy[g * cog..], rows: n_out, cols: cog, rs: d.cout, cs: 1 };
-        if kv * cig > 0 && cog > 0 {
-            gemm(a.t(), dyg, &mut dw2, cog, false);
-        }
         for co in 0..cog {
             for ci in 0..cig {
                 for k in 0..kv {
@@ -180,39 +244,36 @@ pub fn implicit_grad_weight<T: Float>(x: &[T], dy: &[T], map: &KernelMap, d: Con
 }
 
 /// Input gradient `[n_in, Cin]`: per group gather dY along the reverse table into
-/// `[n_in, K*cog]` and one GEMM with the `[K*cog, cig]` weight; every input row is written by
-/// one task, so no atomics or scatter conflicts.
+/// `[n_in, K*cog]` blocks and GEMM with the `[K*cog, cig]` weight; every input row is written
+/// by one task, so no atomics or scatter conflicts.
 pub fn implicit_grad_input<T: Float>(dy: &[T], w: &[T], map: &KernelMap, d: ConvDims) -> Vec<T> {
     let (n_in, kv, cig, cog) = (map.n_in(), d.kvol, d.cig(), d.cog());
     let mut dx = vec![T::ZERO; n_in * d.cin];
-    let mut buf = if map.is_identity() { Vec::new() } else { vec![T::ZERO; n_in * kv * cog] };
-    for g in 0..d.groups {
-        let b = weight_ko_c(w, d, g);
-        let a = if map.is_identity() {
-            MatRef { data: &dy[g * cog..], rows: n_in, cols: cog, rs: d.cout, cs: 1 }
-        } else {
-            gather(dy, d.cout, g * cog, cog, map.reverse(), kv, &mut buf);
-            MatRef::new(&buf, n_in, kv * cog)
-        };
-        if n_in > 0 {
-            gemm(a, MatRef::new(&b, kv * cog, cig), &mut dx[g * cig..], d.cin, false);
+    let weights: Vec<Vec<T>> = (0..d.groups).map(|g| weight_ko_c(w, d, g)).collect();
+    if map.is_identity() {
+        for (g, b) in weights.iter().enumerate() {
+            let a = MatRef { data: &dy[g * cog..], rows: n_in, cols: cog, rs: d.cout, cs: 1 };
+            if n_in > 0 {
+                gemm(a, MatRef::new(b, cog, cig), &mut dx[g * cig..], d.cin, false);
+            }
         }
+    } else {
+        blocked_gathered_gemm(dy, d.cout, cog, map.reverse(), kv, &weights, cig, &mut dx, d.cin, n_in);
     }
     dx
 }
 
 // ------------------------------------------------------------------ per-offset (groups == 1)
 
-/// Rows `rows[p][col]` of `src` (`[*, c]`) gathered into `[P, c]`.
-fn gather_pairs<T: Float>(src: &[T], c: usize, pairs: &[[u32; 2]], col: usize) -> Vec<T> {
-    let mut out = vec![T::ZERO; pairs.len() * c];
+/// Rows `pairs[p][col]` of `src` (`[*, c]`) gathered into `out` (`[P, c]`, resized).
+fn gather_pairs<T: Float>(src: &[T], c: usize, pairs: &[[u32; 2]], col: usize, out: &mut Vec<T>) {
+    out.resize(pairs.len() * c, T::ZERO);
     if c > 0 {
         out.par_chunks_mut(c).zip(pairs.par_iter()).with_min_len(ROWS_PER_TASK).for_each(|(row, p)| {
             let s = p[col] as usize * c;
             row.copy_from_slice(&src[s..s + c]);
         });
     }
-    out
 }
 
 /// `dst[pairs[p][col]] += rows[p]`. Within one kernel offset every input and every output row
@@ -236,25 +297,27 @@ fn scatter_add_pairs<T: Float>(dst: &mut [T], c: usize, rows: &[T], pairs: &[[u3
 }
 
 /// Forward, classic rulebook form: per offset gather `[P_k, Cin]`, GEMM with `W_k [Cin, Cout]`,
-/// scatter-add into the output rows.
+/// scatter-add into the output rows. The centre offset of a submanifold map needs neither
+/// gather nor scatter: it writes `X · W_c` straight into Y first. Buffers are reused across
+/// offsets (large fresh allocations page-fault on every call).
 pub fn per_offset_forward<T: Float>(x: &[T], w: &[T], bias: Option<&[T]>, map: &KernelMap, d: ConvDims) -> Vec<T> {
-    let (cin, cout, kv) = (d.cin, d.cout, d.kvol);
-    let mut y = vec![T::ZERO; map.n_out() * cout];
+    let (cin, cout, kv, n_out) = (d.cin, d.cout, d.kvol, map.n_out());
+    let mut y = vec![T::ZERO; n_out * cout];
     let w2 = weight_kc_o(w, d, 0);
-    for k in 0..kv {
+    let wk = |k: usize| MatRef::new(&w2[k * cin * cout..(k + 1) * cin * cout], cin, cout);
+    let centre = map.identity_offset();
+    if let (Some(k), true) = (centre, n_out > 0) {
+        gemm(MatRef::new(x, n_out, cin), wk(k), &mut y, cout, false);
+    }
+    let (mut xk, mut yk) = (Vec::new(), Vec::new());
+    for k in (0..kv).filter(|&k| Some(k) != centre) {
         let pairs = map.pairs(k);
         if pairs.is_empty() {
             continue;
         }
-        let xk = gather_pairs(x, cin, pairs, 0);
-        let mut yk = vec![T::ZERO; pairs.len() * cout];
-        gemm(
-            MatRef::new(&xk, pairs.len(), cin),
-            MatRef::new(&w2[k * cin * cout..(k + 1) * cin * cout], cin, cout),
-            &mut yk,
-            cout,
-            false,
-        );
+        gather_pairs(x, cin, pairs, 0, &mut xk);
+        yk.resize(pairs.len() * cout, T::ZERO);
+        gemm(MatRef::new(&xk, pairs.len(), cin), wk(k), &mut yk, cout, false);
         scatter_add_pairs(&mut y, cout, &yk, pairs, 1);
     }
     add_bias(&mut y, bias, cout);
@@ -274,18 +337,30 @@ pub fn per_offset_backward<T: Float>(
 ) -> (Vec<T>, Vec<T>) {
     let (cin, cout, kv) = (d.cin, d.cout, d.kvol);
     let w2 = weight_kc_o(w, d, 0);
+    let wk = |k: usize| MatRef::new(&w2[k * cin * cout..(k + 1) * cin * cout], cin, cout);
     let mut dx = if want_dx { vec![T::ZERO; map.n_in() * cin] } else { Vec::new() };
     let mut dw2 = if want_dw { vec![T::ZERO; kv * cin * cout] } else { Vec::new() };
-    for k in 0..kv {
+    let centre = map.identity_offset();
+    if let (Some(k), true) = (centre, map.n_out() > 0) {
+        let n = map.n_out();
+        if want_dw {
+            let dst = &mut dw2[k * cin * cout..(k + 1) * cin * cout];
+            gemm(MatRef::new(x, n, cin).t(), MatRef::new(dy, n, cout), dst, cout, false);
+        }
+        if want_dx {
+            gemm(MatRef::new(dy, n, cout), wk(k).t(), &mut dx, cin, false);
+        }
+    }
+    let (mut xk, mut dyk, mut dxk) = (Vec::new(), Vec::new(), Vec::new());
+    for k in (0..kv).filter(|&k| Some(k) != centre) {
         let pairs = map.pairs(k);
         if pairs.is_empty() {
             continue;
         }
         let p = pairs.len();
-        let dyk = gather_pairs(dy, cout, pairs, 1);
-        let wk = MatRef::new(&w2[k * cin * cout..(k + 1) * cin * cout], cin, cout);
+        gather_pairs(dy, cout, pairs, 1, &mut dyk);
         if want_dw {
-            let xk = gather_pairs(x, cin, pairs, 0);
+            gather_pairs(x, cin, pairs, 0, &mut xk);
             gemm(
                 MatRef::new(&xk, p, cin).t(),
                 MatRef::new(&dyk, p, cout),
@@ -295,8 +370,8 @@ pub fn per_offset_backward<T: Float>(
             );
         }
         if want_dx {
-            let mut dxk = vec![T::ZERO; p * cin];
-            gemm(MatRef::new(&dyk, p, cout), wk.t(), &mut dxk, cin, false);
+            dxk.resize(p * cin, T::ZERO);
+            gemm(MatRef::new(&dyk, p, cout), wk(k).t(), &mut dxk, cin, false);
             scatter_add_pairs(&mut dx, cin, &dxk, pairs, 0);
         }
     }

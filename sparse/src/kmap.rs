@@ -69,6 +69,7 @@ pub struct KernelMap {
     neighbours: Vec<i32>,
     reverse: Vec<i32>,
     identity: bool,
+    identity_offset: Option<usize>,
     pairs: OnceLock<Vec<Vec<[u32; 2]>>>,
 }
 
@@ -139,8 +140,16 @@ impl KernelMap {
         );
         let identity =
             k == 1 && input.len() == output.len() && neighbours.iter().enumerate().all(|(o, &i)| i == o as i32);
+        // The centre offset of a submanifold map reads each site itself: kernels use it without
+        // a gather or scatter.
+        let centre = (kh / 2) * kw + kw / 2;
+        let identity_offset = (k > 0
+            && input.len() == output.len()
+            && (0..output.len()).into_par_iter().all(|o| neighbours[o * k + centre] == o as i32))
+        .then_some(centre);
         Ok(KernelMap {
             geom,
+            identity_offset,
             n_in: input.len(),
             n_out: output.len(),
             neighbours,
@@ -166,6 +175,10 @@ impl KernelMap {
     /// True for a 1x1 map where output row o reads input row o (no gather needed).
     pub fn is_identity(&self) -> bool {
         self.identity
+    }
+    /// The kernel offset (if any) under which every output row o reads input row o.
+    pub fn identity_offset(&self) -> Option<usize> {
+        self.identity_offset
     }
     /// `[n_out, K]`: input row read by output row o through offset k, or -1.
     pub fn neighbours(&self) -> &[i32] {
