@@ -1,5 +1,6 @@
 //! spark: SparK masked-image pretraining on top of spark-nn and spark-sparse.
 
+pub mod checkpoint;
 pub mod data;
 pub mod decoder;
 pub mod densify;
@@ -7,6 +8,9 @@ pub mod loss;
 pub mod mask;
 pub mod model;
 pub mod optim;
+pub mod recon;
 pub mod st_io;
+pub mod train;
 
 pub use model::{EncoderMode, SparK, SparkConfig, SparkOutput};
+pub use train::{BatchSource, StepMetrics, StopReason, TrainConfig, Trainer};
