@@ -121,23 +121,21 @@ impl KernelMap {
                 }
             },
         );
-        let out_grid = output.grid();
-        let mut reverse = vec![-1i32; input.len() * k];
-        reverse.par_chunks_mut(k.max(1)).zip(input.coords().par_iter()).with_min_len(256).for_each(
-            |(row, &[b, iy, ix])| {
-                for ky in 0..kh {
-                    let Some(oy) = inverse(iy, ky, geom.stride[0], geom.padding[0], geom.dilation[0], oh) else {
-                        continue;
-                    };
-                    for kx in 0..kw {
-                        let Some(ox) = inverse(ix, kx, geom.stride[1], geom.padding[1], geom.dilation[1], ow) else {
-                            continue;
-                        };
-                        row[ky * kw + kx] = out_grid[(b * oh + oy) * ow + ox];
-                    }
-                }
-            },
-        );
+        // A centred odd kernel on one set is symmetric: output o reads input i through offset k
+        // exactly when i reads o through the mirrored offset K-1-k, so the reverse table is the
+        // neighbour table with its columns reversed (half the build cost).
+        let centred = (0..2).all(|a| {
+            geom.stride[a] == 1
+                && geom.kernel[a] % 2 == 1
+                && geom.padding[a] == geom.dilation[a] * (geom.kernel[a] - 1) / 2
+        });
+        let reverse = if centred && input.id() == output.id() {
+            let mut reverse = neighbours.clone();
+            reverse.par_chunks_mut(k.max(1)).with_min_len(256).for_each(|row| row.reverse());
+            reverse
+        } else {
+            Self::reverse_table(input, output, geom, oh, ow)
+        };
         let identity =
             k == 1 && input.len() == output.len() && neighbours.iter().enumerate().all(|(o, &i)| i == o as i32);
         // The centre offset of a submanifold map reads each site itself: kernels use it without
@@ -157,6 +155,29 @@ impl KernelMap {
             identity,
             pairs: OnceLock::new(),
         })
+    }
+
+    /// `[n_in, K]` reverse table computed from the geometry (any stride, padding, dilation).
+    fn reverse_table(input: &ActiveSet, output: &ActiveSet, geom: KernelGeom, oh: usize, ow: usize) -> Vec<i32> {
+        let out_grid = output.grid();
+        let (k, [kh, kw]) = (geom.volume(), geom.kernel);
+        let mut reverse = vec![-1i32; input.len() * k];
+        reverse.par_chunks_mut(k.max(1)).zip(input.coords().par_iter()).with_min_len(256).for_each(
+            |(row, &[b, iy, ix])| {
+                for ky in 0..kh {
+                    let Some(oy) = inverse(iy, ky, geom.stride[0], geom.padding[0], geom.dilation[0], oh) else {
+                        continue;
+                    };
+                    for kx in 0..kw {
+                        let Some(ox) = inverse(ix, kx, geom.stride[1], geom.padding[1], geom.dilation[1], ow) else {
+                            continue;
+                        };
+                        row[ky * kw + kx] = out_grid[(b * oh + oy) * ow + ox];
+                    }
+                }
+            },
+        );
+        reverse
     }
 
     pub fn geom(&self) -> KernelGeom {

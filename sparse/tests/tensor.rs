@@ -63,6 +63,12 @@ fn kernel_map_pairs_neighbours_and_reverse_agree() {
         }
     }
     assert_eq!(total, map.num_pairs());
+    assert_eq!(map.reverse().iter().filter(|&&o| o >= 0).count(), total, "no extra reverse entries");
+    // A distinct (equal-content) output set takes the geometric reverse path: same tables.
+    let copy = ActiveSet::from_mask(&set.mask(), 2, 7, 6).unwrap();
+    let map2 = KernelMap::build(&set, &copy, geom).unwrap();
+    assert_eq!(map2.reverse(), map.reverse());
+    assert_eq!(map2.neighbours(), map.neighbours());
     assert_eq!(map.pairs(4).len(), set.len());
     let mut ctx = SparseContext::generic();
     let a = ctx.kernel_map(&set, &set, geom).unwrap();
