@@ -1,0 +1,34 @@
+//! SGEMM throughput (GFLOP/s via criterion's element throughput = FLOPs) at square sizes, on
+//! the default (fastest) path and on every other SIMD path this CPU has.
+//! `cargo bench -p spark-benches --bench gemm -- --warm-up-time 1 --measurement-time 3`
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use spark_engine::cpu::gemm::{available_paths, gemm, gemm_with_path, MatRef};
+use spark_engine::Rng;
+
+fn bench_gemm(c: &mut Criterion) {
+    let mut rng = Rng::new(1);
+    let mut group = c.benchmark_group("sgemm");
+    group.sample_size(10);
+    for n in [256usize, 512, 1024, 2048] {
+        let a: Vec<f32> = (0..n * n).map(|_| rng.normal() as f32).collect();
+        let b: Vec<f32> = (0..n * n).map(|_| rng.normal() as f32).collect();
+        let mut out = vec![0.0f32; n * n];
+        // Criterion reports "elements/s": here one element = one floating-point operation.
+        group.throughput(Throughput::Elements(2 * (n * n * n) as u64));
+        group.bench_function(BenchmarkId::new("default", n), |bch| {
+            bch.iter(|| gemm(MatRef::new(&a, n, n), MatRef::new(&b, n, n), &mut out, n, false))
+        });
+        if n <= 1024 {
+            for path in available_paths().into_iter().skip(1) {
+                group.bench_function(BenchmarkId::new(format!("{path:?}"), n), |bch| {
+                    bch.iter(|| gemm_with_path(path, MatRef::new(&a, n, n), MatRef::new(&b, n, n), &mut out, n, false))
+                });
+            }
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_gemm);
+criterion_main!(benches);
