@@ -47,12 +47,16 @@ impl ConvNeXtBlock {
     }
     /// LN … layer scale on dense channels-last `[B, H, W, C]` (GRN over all sites), or on
     /// sparse rows `[N, C]` when there is no GRN.
-    fn pointwise(&self, t: &Tensor) -> Result<Tensor> {
+    /// `grn_mask` (`[B, H, W, 1]`, dense simulation only) zeroes masked sites before GRN so
+    /// its statistics cover visible sites, as the sparse path's do ([MM] instead lets GRN see
+    /// the masked sites' GELU(bias) values).
+    fn pointwise(&self, t: &Tensor, grn_mask: Option<&Tensor>) -> Result<Tensor> {
         let y = self.norm.forward_tensor(t)?;
         let y = self.pwconv1.forward_tensor(&y)?.gelu()?;
-        let y = match &self.grn {
-            Some(g) => g.forward_tensor(&y)?,
-            None => y,
+        let y = match (&self.grn, grn_mask) {
+            (Some(g), Some(m)) => g.forward_tensor(&y.mul(m)?)?,
+            (Some(g), None) => g.forward_tensor(&y)?,
+            (None, _) => y,
         };
         let y = self.pwconv2.forward_tensor(&y)?;
         match &self.gamma {
@@ -99,13 +103,17 @@ impl Layer for ConvNeXtBlock {
         let y = match &y {
             FeatureMap::Dense(t) => {
                 let cl = t.permute(&[0, 2, 3, 1])?;
-                let z = self.pointwise(&cl)?.permute(&[0, 3, 1, 2])?;
+                let m = match (&self.grn, ctx.mask_like(t)?) {
+                    (Some(_), Some(m)) => Some(m.permute(&[0, 2, 3, 1])?),
+                    _ => None,
+                };
+                let z = self.pointwise(&cl, m.as_ref())?.permute(&[0, 3, 1, 2])?;
                 // SparK re-masks here: the Linear biases make masked sites non-zero.
                 FeatureMap::Dense(ctx.remask(z)?)
             }
             FeatureMap::Sparse(s) => {
                 if self.grn.is_none() {
-                    FeatureMap::Sparse(s.map_features(|f| self.pointwise(f))?)
+                    FeatureMap::Sparse(s.map_features(|f| self.pointwise(f, None))?)
                 } else {
                     self.sparse_with_grn(&y, ctx)?
                 }

@@ -106,3 +106,30 @@ fn resnet18_sparse_forward_and_grads_equal_masked_dense() {
 fn convnext_tiny_sparse_forward_and_grads_equal_masked_dense() {
     check("convnext_tiny", vec![1, 1, 2, 1], vec![12, 24, 48, 96]);
 }
+
+#[test]
+fn convnext_v2_sparse_forward_and_grads_equal_masked_dense() {
+    check("convnextv2_tiny", vec![1, 1, 1, 1], vec![12, 24, 48, 96]);
+}
+
+#[test]
+fn bottleneck_resnet_sparse_forward_and_grads_equal_masked_dense() {
+    check("resnet50", vec![1, 1, 1, 1], vec![32, 64, 128, 256]);
+}
+
+/// The comparison is sensitive: a plain dense forward (no re-masking, BN over all sites)
+/// of the masked image differs from the sparse one.
+#[test]
+fn plain_dense_forward_differs_from_sparse() {
+    let m = narrow_model("resnet18", vec![1, 1, 1, 1], 11);
+    let x = Tensor::randn(&[2, 3, 64, 64], 0.0, 1.0, &mut Rng::new(5), DType::F64, Device::Cpu).unwrap();
+    let (sparse, _) = run(&*m, &x, true);
+    let mut dm = DenseMask::new(&PATCH, 2, 2, 2).unwrap();
+    let xm = x.mul(&dm.mask(64, 64, DType::F64).unwrap()).unwrap();
+    let plain = m.forward_features(FeatureMap::Dense(xm), &mut Ctx::new(3)).unwrap();
+    let last = plain[3].to_dense().unwrap();
+    let masked = last.mul(&dm.mask(2, 2, DType::F64).unwrap()).unwrap().to_vec_f64().unwrap();
+    let s = sparse[3].to_vec_f64().unwrap();
+    let diff = masked.iter().zip(&s).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    assert!(diff > 1e-3, "plain dense unexpectedly equals sparse (max diff {diff})");
+}
