@@ -121,7 +121,9 @@ impl Tensor {
         if !is_grad_enabled() || !inputs.iter().any(|t| t.requires_grad()) {
             return self;
         }
-        let inner = Arc::try_unwrap(self.0).unwrap_or_else(|a| clone_inner(&a));
+        // A shared handle is copied under a fresh id: keeping the old id would make the op's
+        // output and its input (often that same handle) one graph node, losing its gradient.
+        let inner = Arc::try_unwrap(self.0).unwrap_or_else(|a| TensorInner { id: next_id(), ..clone_inner(&a) });
         Tensor(Arc::new(TensorInner { node: Some(Arc::new(Node { op: Box::new(op), inputs })), ..inner }))
     }
 

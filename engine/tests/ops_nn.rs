@@ -569,3 +569,27 @@ fn large_tensors_take_the_parallel_paths() {
     let up = u.upsample_nearest2d(2, 2).unwrap();
     assert_eq!(v64(&up), v64(&u.repeat_interleave(2, 2).unwrap().repeat_interleave(2, 3).unwrap()));
 }
+
+// ------------------------------------------------------------------ core fix (tensor.rs)
+
+struct Double;
+impl spark_engine::Op for Double {
+    fn name(&self) -> &'static str {
+        "double"
+    }
+    fn backward(&self, _: &[Tensor], _: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        Ok(vec![Some(g.mul_scalar(2.0)?)])
+    }
+}
+
+#[test]
+fn attach_op_on_a_shared_handle_keeps_the_input_gradient() {
+    // `contiguous()` of a contiguous tensor returns the same handle; recording an op on it used
+    // to reuse the input's id, so backward merged output and input and dropped the gradient.
+    let x = t64(&[1.0, 2.0], &[2]).to_variable();
+    let y = x.mul_scalar(1.0).unwrap();
+    let z = y.contiguous().unwrap().attach_op(vec![y.clone()], Double);
+    assert_ne!(z.id(), y.id());
+    let g = z.sum_all().unwrap().backward().unwrap();
+    assert_eq!(v64(g.get(&x).expect("gradient reaches x")), vec![2.0, 2.0]);
+}
