@@ -8,9 +8,13 @@ use spark_nn::{build_backbone, Backbone, BackboneConfig, Ctx, DenseMask, Feature
 const PATCH: [bool; 8] = [true, false, true, true, false, true, true, false]; // [2, 2, 2]
 
 fn narrow_model(name: &str, depths: Vec<usize>, seed: u64) -> Box<dyn Backbone> {
+    model(name, depths, 0.125, seed)
+}
+
+fn model(name: &str, depths: Vec<usize>, width_mult: f64, seed: u64) -> Box<dyn Backbone> {
     let cfg = BackboneConfig {
         num_classes: 0,
-        width_mult: 0.125,
+        width_mult,
         depths: Some(depths),
         dtype: DType::F64,
         zero_init_last_bn: false,
@@ -73,7 +77,10 @@ fn run(m: &dyn Backbone, x: &Tensor, sparse: bool) -> (Vec<Tensor>, Vec<(String,
 }
 
 fn check(name: &str, depths: Vec<usize>, channels: Vec<usize>) {
-    let m = narrow_model(name, depths, 11);
+    check_model(name, narrow_model(name, depths, 11), channels);
+}
+
+fn check_model(name: &str, m: Box<dyn Backbone>, channels: Vec<usize>) {
     assert_eq!(m.feature_channels(), channels);
     let x = Tensor::randn(&[2, 3, 64, 64], 0.0, 1.0, &mut Rng::new(5), DType::F64, Device::Cpu).unwrap();
     let (dense, gd) = run(&*m, &x, false);
@@ -132,4 +139,18 @@ fn plain_dense_forward_differs_from_sparse() {
     let s = sparse[3].to_vec_f64().unwrap();
     let diff = masked.iter().zip(&s).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
     assert!(diff > 1e-3, "plain dense unexpectedly equals sparse (max diff {diff})");
+}
+
+// Full-width models (ResNet-18: 11.2M, ConvNeXt-T: 27.8M f64 parameters) take seconds in a
+// release build and minutes in a debug one: run with `cargo test --release`.
+#[test]
+#[cfg_attr(debug_assertions, ignore)]
+fn full_resnet18_sparse_forward_and_grads_equal_masked_dense() {
+    check_model("resnet18", model("resnet18", vec![2, 2, 2, 2], 1.0, 12), vec![64, 128, 256, 512]);
+}
+
+#[test]
+#[cfg_attr(debug_assertions, ignore)]
+fn full_convnext_tiny_sparse_forward_and_grads_equal_masked_dense() {
+    check_model("convnext_tiny", model("convnext_tiny", vec![3, 3, 9, 3], 1.0, 13), vec![96, 192, 384, 768]);
 }
