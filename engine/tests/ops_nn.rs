@@ -328,6 +328,8 @@ fn batch_norm_updates_running_stats_and_eval_uses_them() {
         gc(),
     )
     .unwrap();
+    // frozen eval BN (no affine gradients): the backward skips the reduction pass
+    gradcheck(|t| t[0].batch_norm(Some(&w), None, Some(&rm), Some(&rv), false, 0.1, 1e-5), &[x.clone()], gc()).unwrap();
     assert!(x.batch_norm(None, None, None, None, false, 0.1, 1e-5).is_err(), "eval without stats");
     assert!(randn(&[1, 3], 1).batch_norm(None, None, None, None, true, 0.1, 1e-5).is_err(), "one value");
     let e = x.batch_norm(Some(&randn(&[4], 1)), None, None, None, true, 0.1, 1e-5).unwrap_err().to_string();

@@ -439,7 +439,11 @@ impl Op for BatchNormOp {
             let res = x.with_slice(|xs: &[T]| {
                 g.with_slice(|gs: &[T]| -> Result<Vec<Option<Tensor>>> {
                     // sum_dy and sum_dy * (x - mean) per channel.
-                    let sums = channel_sums::<T, false>(xs, gs, n, c, s, mean);
+                    // (Eval mode with frozen affine parameters needs no reduction at all.)
+                    let need_sums =
+                        (self.batch_stats && x.requires_grad()) || requires(inputs, wi) || requires(inputs, bi);
+                    let sums =
+                        if need_sums { channel_sums::<T, false>(xs, gs, n, c, s, mean) } else { vec![(0.0, 0.0); c] };
                     let gx = if x.requires_grad() {
                         // dx = a*g + b*x + d per channel (closed form of the BN backward).
                         let coef: Vec<(T, T, T)> = (0..c)
