@@ -105,8 +105,9 @@ fn pretrain_writes_its_files_and_resume_continues_the_curve_exactly() {
     let png = image::open(t.join("full/reconstruction.png")).unwrap();
     assert_eq!(png.width(), 3 * 64 + 4 * 4);
 
-    // 2 steps, then resume to 4: the same four losses.
-    pretrain(&t, "split", "2", &[]);
+    // Stop after 2 of 4 steps, then resume: the same four losses as the uninterrupted run.
+    let log = pretrain(&t, "split", "4", &["--stop-at", "2"]);
+    assert!(log.contains("stopped at step 2 of 4"), "{log}");
     let log = ok(&spark(&["pretrain", "--resume", "--out", "split", "--steps", "4"], &t.0));
     assert!(log.contains("steps 2..4"), "{log}");
     let split = losses(&t.join("split/metrics.jsonl"));

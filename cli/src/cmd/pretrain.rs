@@ -76,6 +76,9 @@ pub struct PretrainArgs {
     /// Continue from a checkpoint (default: <out>/checkpoint.safetensors).
     #[arg(long, value_name = "CHECKPOINT", num_args = 0..=1, default_missing_value = "")]
     pub resume: Option<String>,
+    /// Stop after this step (checkpoint saved, schedules unchanged); continue later with --resume.
+    #[arg(long, value_name = "STEP")]
+    pub stop_at: Option<usize>,
     /// Write a checkpoint every N steps (and always at the end).
     #[arg(long)]
     pub save_every: Option<usize>,
@@ -399,12 +402,13 @@ pub fn run(a: PretrainArgs, common: crate::common::CommonOpts) -> CliResult<()> 
     let ckpt_path = out.join("checkpoint.safetensors");
     let metrics_path = out.join("metrics.jsonl");
     let mut metrics = MetricsLog::open(&metrics_path, Some(start))?;
-    let pb = progress::bar((total - start) as u64, "pretrain");
+    let end = a.stop_at.map_or(total, |s| s.clamp(start + 1, total));
+    let pb = progress::bar((end - start) as u64, "pretrain");
     let t0 = Instant::now();
-    let mut stream = loader.stream(start, Some(total));
+    let mut stream = loader.stream(start, Some(end));
     let mut last_loss = f64::NAN;
     let mut first_loss = None;
-    for step in start..total {
+    for step in start..end {
         let batch = match stream.next() {
             Some(b) => b?,
             None => return Err(CliError::runtime("the data loader ended early")),
@@ -454,7 +458,7 @@ pub fn run(a: PretrainArgs, common: crate::common::CommonOpts) -> CliResult<()> 
         })?;
         pb.set_message(format!("loss {loss:.4} lr {lr:.2e}"));
         pb.inc(1);
-        if pb.is_hidden() && ((step + 1) % 20 == 0 || step + 1 == total || step == start) {
+        if pb.is_hidden() && ((step + 1) % 20 == 0 || step + 1 == end || step == start) {
             eprintln!(
                 "step {:>5}/{total}  loss {loss:.4}  lr {lr:.2e}  grad-norm {:.3}  {:.1} img/s",
                 step + 1,
@@ -462,17 +466,23 @@ pub fn run(a: PretrainArgs, common: crate::common::CommonOpts) -> CliResult<()> 
                 b as f64 / dt.max(1e-9)
             );
         }
-        if (step + 1) % cfg.save_every.max(1) == 0 && step + 1 < total {
+        if (step + 1) % cfg.save_every.max(1) == 0 && step + 1 < end {
             checkpoint::save(&ckpt_path, &model, optim.as_ref(), &cfg_text, step + 1, &rng)?;
         }
     }
     drop(stream);
     pb.finish_and_clear();
-    checkpoint::save(&ckpt_path, &model, optim.as_ref(), &cfg_text, total, &rng)?;
+    checkpoint::save(&ckpt_path, &model, optim.as_ref(), &cfg_text, end, &rng)?;
     let skipped = loader.skips().count();
+    if end < total {
+        eprintln!(
+            "stopped at step {end} of {total} (--stop-at); continue with: spark pretrain --resume --out {}",
+            out.display()
+        );
+    }
     eprintln!(
         "done: {} steps in {:.1}s; loss {:.4} -> {:.4}{}",
-        total - start,
+        end - start,
         t0.elapsed().as_secs_f64(),
         first_loss.unwrap_or(f64::NAN),
         last_loss,
