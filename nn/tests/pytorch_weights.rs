@@ -174,3 +174,56 @@ fn truncated_or_corrupt_files_are_clear_errors() {
     std::fs::remove_file(cut).unwrap();
     std::fs::remove_file(junk).unwrap();
 }
+
+/// Official key -> timm key (written independently of the loader's reverse map).
+fn to_timm(k: &str) -> String {
+    let p: Vec<&str> = k.split('.').collect();
+    if k.starts_with("downsample_layers.0.") {
+        format!("stem.{}", p[2..].join("."))
+    } else if k.starts_with("downsample_layers.") {
+        format!("stages.{}.downsample.{}", p[1], p[2..].join("."))
+    } else if k.starts_with("stages.") {
+        let rest = p[3..]
+            .join(".")
+            .replace("dwconv.", "conv_dw.")
+            .replace("pwconv1.", "mlp.fc1.")
+            .replace("pwconv2.", "mlp.fc2.")
+            .replace("grn.gamma", "mlp.grn.weight")
+            .replace("grn.beta", "mlp.grn.bias");
+        format!("stages.{}.blocks.{}.{rest}", p[1], p[2])
+    } else if let Some(r) = k.strip_prefix("head.") {
+        format!("head.fc.{r}")
+    } else {
+        format!("head.{k}")
+    }
+}
+
+#[test]
+fn timm_convnext_v2_names_and_grn_shapes_load() {
+    // timm stores GRN as mlp.grn.{weight,bias} of shape [C]; the official repo as [1, 1, 1, C].
+    let bytes = std::fs::read(data("convnextv2_w8.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let renamed: Vec<(String, Vec<usize>, Vec<u8>, safetensors::Dtype)> = st
+        .tensors()
+        .into_iter()
+        .map(|(k, v)| {
+            let shape = if k.contains(".grn.") { vec![v.shape()[3]] } else { v.shape().to_vec() };
+            (to_timm(&k), shape, v.data().to_vec(), v.dtype())
+        })
+        .collect();
+    assert!(renamed.iter().any(|r| r.0 == "stages.1.blocks.0.mlp.grn.weight" && r.1 == vec![64]));
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = renamed
+        .iter()
+        .map(|(k, s, d, dt)| (k.clone(), safetensors::tensor::TensorView::new(*dt, s.clone(), d).unwrap()))
+        .collect();
+    let path = std::env::temp_dir().join(format!("spark_nn_v2_timm_{}.safetensors", std::process::id()));
+    safetensors::serialize_to_file(views, &None, &path).unwrap();
+    let mut m = model("convnextv2_w8", 1);
+    let r = load_safetensors(&*m, &path, true).unwrap();
+    assert!(r.remapped.contains(&("stages.1.blocks.0.mlp.grn.weight".into(), "stages.1.0.grn.gamma".into())));
+    m.eval();
+    let io = io("convnextv2_w8");
+    let y = m.forward(get(&io, "input"), &mut Ctx::new(0)).unwrap();
+    spark_engine::testing::assert_tensor_close("v2 timm", &y, get(&io, "output_eval"), 1e-4, 1e-4);
+    std::fs::remove_file(path).unwrap();
+}
