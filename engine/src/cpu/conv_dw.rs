@@ -3,6 +3,7 @@
 //! for AVX-512 or AVX2 when the CPU has them (runtime dispatch), else for the baseline target.
 
 use super::conv::{dot_lanes, tap_offset, valid_range, ConvGeom};
+use super::scratch::with_scratch;
 use crate::Float;
 use rayon::prelude::*;
 
@@ -146,7 +147,117 @@ fn plane_bwd_weight<T: Float>(x: &[T], go: &[T], g: &ConvGeom, gw: &mut [T]) {
 }
 multiversion!(plane_bwd_weight_mv, plane_bwd_weight, (x: &[T], go: &[T], g: &ConvGeom, gw: &mut [T]));
 
+// ------------------------------------------------------------------ stride-1 fast path
+//
+// The plane is copied once into a zero-padded buffer wide enough that every output row can be
+// computed in whole LANES-wide chunks; each chunk then accumulates all kh*kw taps in registers
+// (one FMA per tap per vector) and is stored once.
+
+const LANES: usize = 16;
+
+/// Padded copy geometry for a stride-1 plane pass: rows `oh + (kh-1)*dy`, row width `pw`.
+struct Padded {
+    ph: usize,
+    pw: usize,
+    owr: usize,
+}
+
+fn padded_dims(g: &ConvGeom) -> Padded {
+    let owr = g.ow.div_ceil(LANES) * LANES;
+    Padded { ph: g.oh + (g.kh - 1) * g.dil[0], pw: owr + (g.kw - 1) * g.dil[1], owr }
+}
+
+/// `dst[y][x] = src[y - pad_y][x - pad_x]` (zero outside) over the padded buffer.
+#[inline(always)]
+fn fill_padded<T: Float>(src: &[T], g: &ConvGeom, pd: &Padded, dst: &mut [T]) {
+    for y in 0..pd.ph {
+        let row = &mut dst[y * pd.pw..(y + 1) * pd.pw];
+        let iy = y as isize - g.pad[0] as isize;
+        if iy < 0 || iy >= g.h as isize {
+            row.fill(T::ZERO);
+            continue;
+        }
+        let s = &src[iy as usize * g.w..(iy as usize + 1) * g.w];
+        let px = g.pad[1].min(pd.pw);
+        row[..px].fill(T::ZERO);
+        let n = g.w.min(pd.pw - px);
+        row[px..px + n].copy_from_slice(&s[..n]);
+        row[px + n..].fill(T::ZERO);
+    }
+}
+
+/// Stride-1 output plane from its padded input `p`. `taps` holds (offset in `p`, weight).
+#[inline(always)]
+fn plane_fwd_s1<T: Float>(p: &[T], taps: &[(usize, T)], b0: T, g: &ConvGeom, pd: &Padded, o: &mut [T]) {
+    let max_off = taps.iter().map(|t| t.0).max().unwrap_or(0);
+    // Every read below is at base + off + i with base + off + LANES <= this bound.
+    assert!(p.len() >= (g.oh - 1) * pd.pw + pd.owr + max_off && o.len() >= g.oh * g.ow);
+    for oy in 0..g.oh {
+        for ox0 in (0..pd.owr).step_by(LANES) {
+            let base = oy * pd.pw + ox0;
+            let mut acc = [b0; LANES];
+            for &(off, wv) in taps {
+                // SAFETY: base + off + LANES <= (oh-1)*pw + owr + max_off <= p.len() (asserted).
+                let seg = unsafe { p.get_unchecked(base + off..base + off + LANES) };
+                for i in 0..LANES {
+                    acc[i] += wv * seg[i];
+                }
+            }
+            let n = LANES.min(g.ow - ox0);
+            o[oy * g.ow + ox0..oy * g.ow + ox0 + n].copy_from_slice(&acc[..n]);
+        }
+    }
+}
+multiversion!(plane_fwd_s1_mv, plane_fwd_s1, (p: &[T], taps: &[(usize, T)], b0: T, g: &ConvGeom, pd: &Padded, o: &mut [T]));
+
+/// Stride-1 filter gradient of one plane: `gw[tap] += sum(go * shifted(p))`, `gp` being `go`
+/// padded to `owr` columns with zeros.
+#[inline(always)]
+fn plane_bwd_weight_s1<T: Float>(p: &[T], gp: &[T], g: &ConvGeom, pd: &Padded, gw: &mut [T]) {
+    let (dy, dx) = (g.dil[0], g.dil[1]);
+    for ky in 0..g.kh {
+        for kx in 0..g.kw {
+            let mut acc = [T::ZERO; LANES];
+            for oy in 0..g.oh {
+                let prow = &p[(oy + ky * dy) * pd.pw + kx * dx..];
+                let grow = &gp[oy * pd.owr..(oy + 1) * pd.owr];
+                for (gc, pc) in grow.chunks_exact(LANES).zip(prow.chunks_exact(LANES)) {
+                    for i in 0..LANES {
+                        acc[i] += gc[i] * pc[i];
+                    }
+                }
+            }
+            gw[ky * g.kw + kx] += acc.iter().copied().sum::<T>();
+        }
+    }
+}
+multiversion!(plane_bwd_weight_s1_mv, plane_bwd_weight_s1, (p: &[T], gp: &[T], g: &ConvGeom, pd: &Padded, gw: &mut [T]));
+
+/// Stride-1 forward over all planes (`taps_of(c)` gives each channel's kh*kw filter).
+fn forward_s1<T: Float>(x: &[T], w: &[T], bias: Option<&[T]>, g: &ConvGeom, out: &mut [T], flip: bool) {
+    let (pin, pout, taps, isa, pd) = (g.h * g.w, g.l(), g.kh * g.kw, isa(), padded_dims(g));
+    out.par_chunks_mut(pout).enumerate().for_each(|(idx, o)| {
+        let c = idx % g.cin;
+        let b0 = bias.map_or(T::ZERO, |b| b[c]);
+        let wc = &w[c * taps..(c + 1) * taps];
+        let tl: Vec<(usize, T)> = (0..taps)
+            .map(|t| {
+                let (ky, kx) = (t / g.kw, t % g.kw);
+                let wv = if flip { wc[taps - 1 - t] } else { wc[t] };
+                (ky * g.dil[0] * pd.pw + kx * g.dil[1], wv)
+            })
+            .collect();
+        with_scratch(pd.ph * pd.pw, |p: &mut [T]| {
+            fill_padded(&x[idx * pin..(idx + 1) * pin], g, &pd, p);
+            plane_fwd_s1_mv(isa, &*p, &tl, b0, g, &pd, o);
+        });
+    });
+}
+
 pub(crate) fn forward<T: Float>(x: &[T], w: &[T], bias: Option<&[T]>, g: &ConvGeom, out: &mut [T]) {
+    if g.stride == [1, 1] {
+        return forward_s1(x, w, bias, g, out, false);
+    }
     let (pin, pout, taps, isa) = (g.h * g.w, g.l(), g.kh * g.kw, isa());
     out.par_chunks_mut(pout).enumerate().for_each(|(idx, o)| {
         let c = idx % g.cin;
@@ -156,6 +267,18 @@ pub(crate) fn forward<T: Float>(x: &[T], w: &[T], bias: Option<&[T]>, g: &ConvGe
 }
 
 pub(crate) fn backward_input<T: Float>(go: &[T], w: &[T], g: &ConvGeom, gx: &mut [T]) {
+    if g.stride == [1, 1] && g.pad[0] <= g.dil[0] * (g.kh - 1) && g.pad[1] <= g.dil[1] * (g.kw - 1) {
+        // Stride 1: the input gradient is the forward conv of `go` with the flipped filter.
+        let gt = ConvGeom {
+            h: g.oh,
+            w: g.ow,
+            oh: g.h,
+            ow: g.w,
+            pad: [g.dil[0] * (g.kh - 1) - g.pad[0], g.dil[1] * (g.kw - 1) - g.pad[1]],
+            ..*g
+        };
+        return forward_s1(go, w, None, &gt, gx, true);
+    }
     let (pin, pout, taps, isa) = (g.h * g.w, g.l(), g.kh * g.kw, isa());
     gx.par_chunks_mut(pin).enumerate().for_each(|(idx, gxp)| {
         let c = idx % g.cin;
@@ -164,6 +287,25 @@ pub(crate) fn backward_input<T: Float>(go: &[T], w: &[T], g: &ConvGeom, gx: &mut
 }
 
 pub(crate) fn backward_weight<T: Float>(x: &[T], go: &[T], g: &ConvGeom, gw: &mut [T]) {
+    if g.stride == [1, 1] {
+        let (pin, pout, taps, isa, pd) = (g.h * g.w, g.l(), g.kh * g.kw, isa(), padded_dims(g));
+        gw.par_chunks_mut(taps).enumerate().for_each(|(c, gwc)| {
+            with_scratch(pd.ph * pd.pw + g.oh * pd.owr, |buf: &mut [T]| {
+                let (p, gp) = buf.split_at_mut(pd.ph * pd.pw);
+                for ni in 0..g.n {
+                    let idx = ni * g.cin + c;
+                    fill_padded(&x[idx * pin..(idx + 1) * pin], g, &pd, p);
+                    for oy in 0..g.oh {
+                        let row = &mut gp[oy * pd.owr..(oy + 1) * pd.owr];
+                        row[..g.ow].copy_from_slice(&go[idx * pout + oy * g.ow..idx * pout + (oy + 1) * g.ow]);
+                        row[g.ow..].fill(T::ZERO);
+                    }
+                    plane_bwd_weight_s1_mv(isa, &*p, &*gp, g, &pd, gwc);
+                }
+            });
+        });
+        return;
+    }
     let (pin, pout, taps, isa) = (g.h * g.w, g.l(), g.kh * g.kw, isa());
     gw.par_chunks_mut(taps).enumerate().for_each(|(c, gwc)| {
         for ni in 0..g.n {
