@@ -160,18 +160,18 @@ impl Op for BatchNormOp {
             let gs = g.contiguous()?.to_vec::<T>()?;
             // sum(g) and sum(g * xhat) per channel.
             let (sg, sgx) = {
-                let pairs: Vec<(T, T)> = xs.iter().copied().zip(gs.iter().copied()).collect();
                 let (mut a, mut b) = (vec![0.0; c], vec![0.0; c]);
                 if c > 0 {
-                    let parts: Vec<(Vec<f64>, Vec<f64>)> = pairs
+                    let parts: Vec<(Vec<f64>, Vec<f64>)> = xs
                         .par_chunks(c * ROWS_PER_TASK)
-                        .map(|block| {
+                        .zip(gs.par_chunks(c * ROWS_PER_TASK))
+                        .map(|(xb, gb)| {
                             let (mut a, mut b) = (vec![0.0; c], vec![0.0; c]);
-                            for row in block.chunks(c) {
-                                for (ch, &(xv, gv)) in row.iter().enumerate() {
-                                    let xh = (xv.to_f64() - mean[ch]) * invstd[ch];
-                                    a[ch] += gv.to_f64();
-                                    b[ch] += gv.to_f64() * xh;
+                            for (xr, gr) in xb.chunks(c).zip(gb.chunks(c)) {
+                                for ch in 0..c {
+                                    let xh = (xr[ch].to_f64() - mean[ch]) * invstd[ch];
+                                    a[ch] += gr[ch].to_f64();
+                                    b[ch] += gr[ch].to_f64() * xh;
                                 }
                             }
                             (a, b)
