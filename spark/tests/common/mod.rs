@@ -5,8 +5,9 @@ use spark::optim::Recipe;
 use spark::{EncoderMode, SparkConfig, TrainConfig};
 use spark_engine::{Result, Rng, Tensor};
 
-/// Smooth coloured images (ramps + low-frequency waves + a bright disc), roughly unit variance:
-/// masked patches are predictable from their neighbours. Batch `index` is a pure function of
+/// Smooth coloured images, roughly unit variance: a centred radial shading (predictable from the
+/// patch position) with a random per-channel gain, a random ramp (predictable from the visible
+/// patches), a weak low-frequency wave and a disc. Batch `index` is a pure function of
 /// (seed, index).
 pub fn synthetic_batch(seed: u64, index: u64, batch: usize, size: usize) -> Tensor {
     let mut rng = Rng::new(seed.wrapping_mul(0x9E37_79B9).wrapping_add(index));
@@ -25,7 +26,14 @@ pub fn synthetic_batch(seed: u64, index: u64, batch: usize, size: usize) -> Tens
                     let (u, w) = (x as f64 / size as f64, y as f64 / size as f64);
                     let wave = (std::f64::consts::TAU * freq * (u * theta.cos() + w * theta.sin()) + phase).sin();
                     let disc = if (u - cx).powi(2) + (w - cy).powi(2) < r * r { 1.0 } else { 0.0 };
-                    v.push(0.6 * (ax * (u - 0.5) + ay * (w - 0.5)) + 0.5 * tint[c] * wave + colour[c] * disc);
+                    let radial = 1.0 - 2.0 * ((u - 0.5).powi(2) + (w - 0.5).powi(2)).sqrt();
+                    let gain = 1.0 + 0.3 * colour[c];
+                    v.push(
+                        1.5 * gain * radial
+                            + 0.6 * (ax * (u - 0.5) + ay * (w - 0.5))
+                            + 0.15 * tint[c] * wave
+                            + 0.3 * colour[c] * disc,
+                    );
                 }
             }
         }
