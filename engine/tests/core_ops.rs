@@ -163,3 +163,32 @@ fn shape_errors_name_the_op() {
     let c = Tensor::zeros(&[2, 3], DType::F64, Device::Cpu).unwrap();
     assert!(a.mul(&c).unwrap_err().to_string().contains("dtype"));
 }
+
+/// Broadcast patterns the networks use (bias, per-pixel mask, permuted operand), on sizes that
+/// take the parallel path, against an index-by-index reference.
+#[test]
+fn broadcast_fast_paths_match_elementwise_reference() {
+    let x = randn(&[4, 8, 33, 35], 20);
+    let cases = [
+        ("bias", randn(&[1, 8, 1, 1], 21)),
+        ("mask", randn(&[4, 1, 33, 35], 22)),
+        ("row", randn(&[35], 23)),
+        ("col", randn(&[33, 1], 24)),
+        ("permuted", randn(&[4, 33, 35, 8], 25).permute(&[0, 3, 1, 2]).unwrap()),
+        ("scalar", randn(&[], 26)),
+    ];
+    let xv = x.to_vec::<f64>().unwrap();
+    for (name, y) in cases {
+        let got = x.sub(&y).unwrap().to_vec::<f64>().unwrap();
+        let ye = y.expand(x.dims()).unwrap().to_vec::<f64>().unwrap();
+        let want: Vec<f64> = xv.iter().zip(&ye).map(|(a, b)| a - b).collect();
+        assert_close(name, &got, &want, 0.0, 0.0);
+        // Operands swapped (broadcast on the left).
+        let got = y.mul(&x).unwrap().to_vec::<f64>().unwrap();
+        let want: Vec<f64> = xv.iter().zip(&ye).map(|(a, b)| a * b).collect();
+        assert_close(name, &got, &want, 0.0, 0.0);
+    }
+    // Same storage on both sides.
+    let sq = x.mul(&x).unwrap().to_vec::<f64>().unwrap();
+    assert_close("x*x", &sq, &xv.iter().map(|v| v * v).collect::<Vec<_>>(), 0.0, 0.0);
+}

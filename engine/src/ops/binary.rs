@@ -44,29 +44,104 @@ impl BinKind {
     }
 }
 
-fn binary_kernel<T: Float>(kind: BinKind, a: &[T], la: &Layout, b: &[T], lb: &Layout) -> Vec<T> {
-    let n = la.numel();
-    macro_rules! run {
-        ($f:expr) => {{
-            let f = $f;
-            if la.is_contiguous() && lb.is_contiguous() {
-                let (a, b) = (&a[la.offset..la.offset + n], &b[lb.offset..lb.offset + n]);
-                if n >= PAR_THRESHOLD {
-                    a.par_iter().zip(b.par_iter()).map(|(&x, &y)| f(x, y)).collect()
-                } else {
-                    a.iter().zip(b).map(|(&x, &y)| f(x, y)).collect()
-                }
-            } else {
-                la.offsets().zip(lb.offsets()).map(|(i, j)| f(a[i], b[j])).collect()
+/// Merges adjacent dims that both operands traverse the same way, so a broadcast like
+/// `x[N,C,H,W] + bias[1,C,1,1]` becomes `[N, C, H*W]` with one long inner run per row.
+fn coalesce(shape: &[usize], sa: &[usize], sb: &[usize]) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
+    let (mut shp, mut ra, mut rb): (Vec<usize>, Vec<usize>, Vec<usize>) = (vec![], vec![], vec![]);
+    for d in 0..shape.len() {
+        if shape[d] == 1 {
+            continue;
+        }
+        if let (Some(&n), Some(&a), Some(&b)) = (shp.last(), ra.last(), rb.last()) {
+            // The previous dim continues this one when its stride is this stride times this extent.
+            if a == sa[d] * shape[d] && b == sb[d] * shape[d] {
+                let last = shp.len() - 1;
+                shp[last] = n * shape[d];
+                ra[last] = sa[d];
+                rb[last] = sb[d];
+                continue;
             }
-        }};
+        }
+        shp.push(shape[d]);
+        ra.push(sa[d]);
+        rb.push(sb[d]);
     }
+    if shp.is_empty() {
+        (vec![1], vec![0], vec![0])
+    } else {
+        (shp, ra, rb)
+    }
+}
+
+/// Applies `f` over the broadcast layouts. The innermost (coalesced) dim is a run with stride
+/// 0 or 1 per operand in the common cases, handled by tight loops; rows run in parallel.
+fn binary_kernel<T: Float>(f: impl Fn(T, T) -> T + Sync, a: &[T], la: &Layout, b: &[T], lb: &Layout) -> Vec<T> {
+    let n = la.numel();
+    let mut out = vec![T::ZERO; n];
+    if n == 0 {
+        return out;
+    }
+    let (shape, sa, sb) = coalesce(&la.shape, &la.strides, &lb.strides);
+    let r = shape.len();
+    let inner = shape[r - 1];
+    let (ia, ib) = (sa[r - 1], sb[r - 1]);
+    let row = |row_idx: usize, dst: &mut [T]| {
+        // Offsets of this row: divmod over the outer dims (once per row, not per element).
+        let (mut oa, mut ob, mut rem) = (la.offset, lb.offset, row_idx);
+        for d in (0..r - 1).rev() {
+            let i = rem % shape[d];
+            rem /= shape[d];
+            oa += i * sa[d];
+            ob += i * sb[d];
+        }
+        match (ia, ib) {
+            (1, 1) => {
+                for ((o, &x), &y) in dst.iter_mut().zip(&a[oa..oa + inner]).zip(&b[ob..ob + inner]) {
+                    *o = f(x, y);
+                }
+            }
+            (1, 0) => {
+                let y = b[ob];
+                for (o, &x) in dst.iter_mut().zip(&a[oa..oa + inner]) {
+                    *o = f(x, y);
+                }
+            }
+            (0, 1) => {
+                let x = a[oa];
+                for (o, &y) in dst.iter_mut().zip(&b[ob..ob + inner]) {
+                    *o = f(x, y);
+                }
+            }
+            _ => {
+                for (j, o) in dst.iter_mut().enumerate() {
+                    *o = f(a[oa + j * ia], b[ob + j * ib]);
+                }
+            }
+        }
+    };
+    if n >= PAR_THRESHOLD {
+        // Group short rows so each task has enough work.
+        let rows_per_task = (PAR_THRESHOLD / 4 / inner).max(1);
+        out.par_chunks_mut(inner * rows_per_task).enumerate().for_each(|(t, chunk)| {
+            for (k, dst) in chunk.chunks_mut(inner).enumerate() {
+                row(t * rows_per_task + k, dst);
+            }
+        });
+    } else {
+        for (i, dst) in out.chunks_mut(inner).enumerate() {
+            row(i, dst);
+        }
+    }
+    out
+}
+
+fn dispatch_kernel<T: Float>(kind: BinKind, a: &[T], la: &Layout, b: &[T], lb: &Layout) -> Vec<T> {
     match kind {
-        BinKind::Add => run!(|x: T, y: T| x + y),
-        BinKind::Sub => run!(|x: T, y: T| x - y),
-        BinKind::Mul => run!(|x: T, y: T| x * y),
-        BinKind::Div => run!(|x: T, y: T| x / y),
-        k => run!(move |x: T, y: T| k.apply(x, y)),
+        BinKind::Add => binary_kernel(|x: T, y: T| x + y, a, la, b, lb),
+        BinKind::Sub => binary_kernel(|x: T, y: T| x - y, a, la, b, lb),
+        BinKind::Mul => binary_kernel(|x: T, y: T| x * y, a, la, b, lb),
+        BinKind::Div => binary_kernel(|x: T, y: T| x / y, a, la, b, lb),
+        k => binary_kernel(move |x: T, y: T| k.apply(x, y), a, la, b, lb),
     }
 }
 
@@ -108,13 +183,17 @@ pub(crate) fn binary(kind: BinKind, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let shape = broadcast_shape(op, a.dims(), b.dims())?;
     let la = a.layout().expand(&shape)?;
     let lb = b.layout().expand(&shape)?;
-    let (sa, sb) = (a.storage(), b.storage());
+    // One read guard when both operands share storage (`x * x`): taking the same RwLock twice
+    // can deadlock if a writer queues in between.
+    let guard_a = a.storage();
+    let guard_b = if a.same_storage(b) { None } else { Some(b.storage()) };
+    let (sa, sb) = (guard_a.cpu(), guard_b.as_ref().map_or(guard_a.cpu(), |g| g.cpu()));
     let out = with_float!(a.dtype(), op, |T| {
-        let va = T::slice(sa.cpu()).expect("dtype checked");
-        let vb = T::slice(sb.cpu()).expect("dtype checked");
-        Ok(Storage::Cpu(T::into_storage(binary_kernel::<T>(kind, va, &la, vb, &lb))))
+        let va = T::slice(sa).expect("dtype checked");
+        let vb = T::slice(sb).expect("dtype checked");
+        Ok(Storage::Cpu(T::into_storage(dispatch_kernel::<T>(kind, va, &la, vb, &lb))))
     })?;
-    drop((sa, sb));
+    drop((guard_a, guard_b));
     Ok(Tensor::from_op(out, &shape, vec![a.clone(), b.clone()], BinaryOp { kind }))
 }
 
