@@ -1,9 +1,9 @@
 //! f32 implicit-GEMM convolution: the im2col matrix is never materialised; the GEMM packs its
-//! panels straight from the input planes (`Im2col` implements `PackA`/`PackB`). This saves a
+//! panels straight from the input planes (`Im2col`/`Im2colT` implement `PackB`). This saves a
 //! full write + read of the column matrix, which is several times larger than the input.
 
 use super::conv::{tap_offset, valid_range, ConvGeom};
-use super::gemm::{gemm_packed, MatRef, PackA, PackB};
+use super::gemm::{gemm_packed, MatRef, PackB};
 use crate::{DType, Float};
 use rayon::prelude::*;
 
@@ -61,10 +61,15 @@ impl Im2col<'_> {
                     }
                     d[b - ox..].fill(0.0);
                 } else {
-                    for u in 0..seg {
-                        let c = ox + u;
-                        dst[(t + u) * step] =
-                            if c >= a && c < b { row[((c * sx) as isize + offx) as usize] } else { 0.0 };
+                    for u in 0..a - ox {
+                        dst[(t + u) * step] = 0.0;
+                    }
+                    let s0 = (a * sx) as isize + offx;
+                    for (u, c) in (a - ox..b - ox).enumerate() {
+                        dst[(t + c) * step] = row[(s0 + (u * sx) as isize) as usize];
+                    }
+                    for u in b - ox..seg {
+                        dst[(t + u) * step] = 0.0;
                     }
                 }
             }
@@ -85,18 +90,17 @@ impl PackB for Im2col<'_> {
     }
 }
 
-impl PackA for Im2col<'_> {
-    fn pack_a(&self, i0: usize, mc: usize, p0: usize, kc: usize, mr: usize, dst: &mut [f32]) {
-        for (pi, panel) in dst.chunks_mut(kc * mr).take(mc.div_ceil(mr)).enumerate() {
-            let r0 = i0 + pi * mr;
-            let rows = mr.min(i0 + mc - r0);
-            for i in 0..rows {
-                self.row_segment(r0 + i, p0, kc, &mut panel[i..], mr);
-            }
-            for i in rows..mr {
-                for p in 0..kc {
-                    panel[p * mr + i] = 0.0;
-                }
+/// `col^T[L, K]`: the transposed column matrix as the right GEMM operand (weight gradient).
+struct Im2colT<'a>(Im2col<'a>);
+
+impl PackB for Im2colT<'_> {
+    fn pack_b(&self, j0: usize, cols: usize, p0: usize, kc: usize, nr: usize, dst: &mut [f32]) {
+        for j in 0..cols {
+            self.0.row_segment(j0 + j, p0, kc, &mut dst[j..], nr);
+        }
+        if cols < nr {
+            for p in 0..kc {
+                dst[p * nr + cols..(p + 1) * nr].fill(0.0);
             }
         }
     }
@@ -170,8 +174,9 @@ pub(crate) fn backward_input_stride1(go: &[f32], w: &[f32], g: &ConvGeom, gx: &m
     forward(go, &wf, None, &gt, gx);
 }
 
-/// Weight gradient `[cout, cin_g, kh, kw]`: per image and group `gw^T[K, cout_g] += col · go^T`
-/// (the long L dimension is the GEMM depth), images split across threads.
+/// Weight gradient `[cout, cin_g, kh, kw]`: per image and group `gw[cout_g, K] += go · col^T`
+/// (the long L dimension is the GEMM depth; M = channels divides the 8-row tile), images split
+/// across threads with one partial gradient each.
 pub(crate) fn backward_weight(x: &[f32], go: &[f32], g: &ConvGeom, gw: &mut [f32]) {
     let (cin_g, cout_g, k, l) = (g.cin_g(), g.cout_g(), g.k(), g.l());
     let (img_in, grp_in) = (g.cin * g.h * g.w, cin_g * g.h * g.w);
@@ -180,15 +185,15 @@ pub(crate) fn backward_weight(x: &[f32], go: &[f32], g: &ConvGeom, gw: &mut [f32
     let partials: Vec<Vec<f32>> = (0..g.n.div_ceil(chunk))
         .into_par_iter()
         .map(|c| {
-            let mut part = vec![0.0f32; g.groups * k * cout_g];
+            let mut part = vec![0.0f32; gw.len()];
             for ni in c * chunk..g.n.min((c + 1) * chunk) {
                 for gi in 0..g.groups {
                     let src =
                         Im2col { x: &x[ni * img_in + gi * grp_in..ni * img_in + (gi + 1) * grp_in], g, taps: &taps };
                     let off = (ni * g.cout + gi * cout_g) * l;
-                    let got = MatRef::new(&go[off..off + cout_g * l], cout_g, l).t();
-                    let pg = &mut part[gi * k * cout_g..(gi + 1) * k * cout_g];
-                    gemm_packed((k, cout_g, l), &src, &got, pg, cout_g, true);
+                    let gog = MatRef::new(&go[off..off + cout_g * l], cout_g, l);
+                    let pg = &mut part[gi * cout_g * k..(gi + 1) * cout_g * k];
+                    gemm_packed((cout_g, k, l), &gog, &Im2colT(src), pg, k, true);
                 }
             }
             part
@@ -196,12 +201,6 @@ pub(crate) fn backward_weight(x: &[f32], go: &[f32], g: &ConvGeom, gw: &mut [f32
         .collect();
     gw.fill(0.0);
     for part in &partials {
-        for gi in 0..g.groups {
-            for kk in 0..k {
-                for co in 0..cout_g {
-                    gw[(gi * cout_g + co) * k + kk] += part[(gi * k + kk) * cout_g + co];
-                }
-            }
-        }
+        gw.iter_mut().zip(part).for_each(|(a, &b)| *a += b);
     }
 }
