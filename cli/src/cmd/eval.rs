@@ -98,15 +98,20 @@ pub fn run(a: EvalArgs, common: CommonOpts) -> CliResult<()> {
     println!("top-1: {:.2}%   top-5: {:.2}%   ({} images)", r.top1 * 100.0, r.top5 * 100.0, r.n);
     println!();
     println!("confusion matrix (rows: true class, columns: predicted):");
-    let w = spec.classes.iter().map(|c| c.len()).max().unwrap_or(4).min(18);
-    let short = |c: &str| c.chars().take(w).collect::<String>();
-    print!("{:>w$} ", "");
+    let labels: Vec<String> = spec
+        .classes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("{i:>2} {}", c.chars().take(18).collect::<String>()))
+        .collect();
+    let w = labels.iter().map(|l| l.len()).max().unwrap_or(4);
+    print!("{:<w$} ", "");
     for j in 0..spec.classes.len() {
-        print!("{:>4}", j);
+        print!("{j:>4}");
     }
     println!("  recall");
     for (i, row) in r.confusion.iter().enumerate() {
-        print!("{:>w$} ", short(&format!("{i} {}", spec.classes[i])));
+        print!("{:<w$} ", labels[i]);
         for v in row {
             print!("{v:>4}");
         }

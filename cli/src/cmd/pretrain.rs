@@ -131,8 +131,9 @@ impl PretrainConfig {
     /// Defaults of a preset.
     pub fn preset(name: &str) -> CliResult<PretrainConfig> {
         let (recipe, backbone, width, size, bs, steps, lr, warmup) = match name {
-            // Sized for ~2 CPU cores: 9 mask cells per image, 200 steps of 16 images.
-            "quick" => (Recipe::official(), "resnet18", 0.25, 96, 16, Some(200), Some(2e-3), Some(20)),
+            // Sized for ~2 CPU cores: 9 mask cells per image, 300 steps of 16 images.
+            // Warm-up: 10% of the steps (warmup_steps unset; see `run`).
+            "quick" => (Recipe::official(), "resnet18", 0.25, 96, 16, Some(300), Some(8e-3), None),
             "official" => (Recipe::official(), "resnet50", 1.0, 224, 4096, None, None, None),
             "mmpretrain" => (Recipe::mmpretrain(), "resnet50", 1.0, 224, 4096, None, None, None),
             _ => {
@@ -365,7 +366,10 @@ pub fn run(a: PretrainArgs, common: crate::common::CommonOpts) -> CliResult<()> 
     model.train();
     let params = optim_params(&model.trainable_parameters(), &recipe.no_decay);
     let peak = cfg.lr.unwrap_or(cfg.base_lr * cfg.batch_size as f64 / cfg.lr_ref_batch as f64);
-    let warmup = cfg.warmup_steps.unwrap_or((cfg.warmup_epochs * spe as f64).round() as usize).min(total);
+    let warmup = cfg
+        .warmup_steps
+        .unwrap_or(if cfg.preset == "quick" { total / 10 } else { (cfg.warmup_epochs * spe as f64).round() as usize })
+        .min(total);
     let lr_s = LrSchedule {
         peak,
         warmup_iters: warmup,
@@ -473,7 +477,7 @@ pub fn run(a: PretrainArgs, common: crate::common::CommonOpts) -> CliResult<()> 
     drop(stream);
     pb.finish_and_clear();
     checkpoint::save(&ckpt_path, &model, optim.as_ref(), &cfg_text, end, &rng)?;
-    let skipped = loader.skips().count();
+    let (skipped, distinct) = (loader.skips().count(), loader.skips().distinct().len());
     if end < total {
         eprintln!(
             "stopped at step {end} of {total} (--stop-at); continue with: spark pretrain --resume --out {}",
@@ -486,7 +490,11 @@ pub fn run(a: PretrainArgs, common: crate::common::CommonOpts) -> CliResult<()> 
         t0.elapsed().as_secs_f64(),
         first_loss.unwrap_or(f64::NAN),
         last_loss,
-        if skipped > 0 { format!("; {skipped} unreadable image(s) skipped") } else { String::new() }
+        if skipped > 0 {
+            format!("; {distinct} unreadable image(s) skipped ({skipped} times in all)")
+        } else {
+            String::new()
+        }
     );
     write_plot(&metrics_path, &out.join("loss.svg"), &spark_cfg)?;
     eprintln!("wrote {}", ckpt_path.display());
