@@ -12,13 +12,6 @@ fn dims4(x: &Tensor, op: &'static str) -> Result<[usize; 4]> {
 
 /// 2-D convolution, NCHW, weight `[cout, cin/groups, kh, kw]` (PyTorch `F.conv2d`).
 pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, p: Conv2dParams) -> Result<Tensor> {
-    // Workaround: the engine's direct depthwise kernel (engine/src/cpu/conv_dw.rs) indexes out of
-    // bounds when a kernel tap misses the input entirely (padding >= input extent, e.g. ConvNeXt's
-    // 7x7 on a 2x2 map). Such maps are tiny, so the primitive-built reference costs nothing.
-    let (dims, groups) = (x.dims(), p.groups.max(1));
-    if groups > 1 && dims.len() == 4 && (p.padding[0] >= dims[2] || p.padding[1] >= dims[3]) {
-        return crate::reference::conv2d(x, w, b, p);
-    }
     x.conv2d(w, b, p)
 }
 
