@@ -119,8 +119,9 @@ fn im2col<T: Float>(x: &[T], g: &ConvGeom, col: &mut [T]) {
     }
 }
 
-/// Adds the columns `[K, L]` back onto one group's input-gradient planes (adjoint of im2col).
-fn col2im<T: Float>(col: &[T], g: &ConvGeom, gx: &mut [T]) {
+/// Adds the columns `[K, L]` (row `r` at `col[r * ld..]`) back onto one group's input-gradient
+/// planes (adjoint of im2col).
+fn col2im<T: Float>(col: &[T], ld: usize, g: &ConvGeom, gx: &mut [T]) {
     let (l, plane) = (g.l(), g.h * g.w);
     for ci in 0..g.cin_g() {
         let xp = &mut gx[ci * plane..(ci + 1) * plane];
@@ -131,7 +132,7 @@ fn col2im<T: Float>(col: &[T], g: &ConvGeom, gx: &mut [T]) {
                 let offx = tap_offset(kx, g.dil[1], g.pad[1]);
                 let (xlo, xhi) = valid_range(offx, g.stride[1], g.w, g.ow);
                 let r = (ci * g.kh + ky) * g.kw + kx;
-                let row = &col[r * l..(r + 1) * l];
+                let row = &col[r * ld..r * ld + l];
                 for oy in ylo..yhi {
                     let src = &row[oy * g.ow..(oy + 1) * g.ow];
                     let iy = ((oy * g.stride[0]) as isize + offy) as usize;
@@ -213,6 +214,26 @@ pub fn conv2d_backward_input<T: Float>(go: &[T], w: &[T], g: &ConvGeom) -> Vec<T
     }
     let (cin_g, cout_g, k, l) = (g.cin_g(), g.cout_g(), g.k(), g.l());
     let grp_in = cin_g * g.h * g.w;
+    if !g.is_pointwise() && l < 512 && g.n > 1 {
+        // Small maps (e.g. the decoder's 7x7 transposed convs): one GEMM over the whole batch,
+        // so N = n*L fills the microkernel's column panels, then col2im per image.
+        let nl = g.n * l;
+        for gi in 0..g.groups {
+            let mut gob = vec![T::ZERO; cout_g * nl];
+            for (ni, chunk) in gob.chunks_mut(l).enumerate() {
+                let (co, img) = (ni / g.n, ni % g.n);
+                let off = (img * g.cout + gi * cout_g + co) * l;
+                chunk.copy_from_slice(&go[off..off + l]);
+            }
+            let wt = MatRef::new(&w[gi * cout_g * k..(gi + 1) * cout_g * k], cout_g, k).t();
+            let mut col = vec![T::ZERO; k * nl];
+            gemm(wt, MatRef::new(&gob, cout_g, nl), &mut col, nl, false);
+            gx.par_chunks_mut(g.cin * g.h * g.w).enumerate().for_each(|(ni, gxi)| {
+                col2im(&col[ni * l..], nl, g, &mut gxi[gi * grp_in..(gi + 1) * grp_in]);
+            });
+        }
+        return gx;
+    }
     gx.par_chunks_mut(g.cin * g.h * g.w).enumerate().for_each(|(ni, gxi)| {
         let goi = &go[ni * g.cout * l..(ni + 1) * g.cout * l];
         for gi in 0..g.groups {
@@ -224,7 +245,7 @@ pub fn conv2d_backward_input<T: Float>(go: &[T], w: &[T], g: &ConvGeom) -> Vec<T
             } else {
                 with_scratch(k * l, |col: &mut [T]| {
                     gemm(wt, gog, col, l, false);
-                    col2im(col, g, gxg);
+                    col2im(col, l, g, gxg);
                 });
             }
         }
