@@ -23,10 +23,13 @@ fn taps(g: &ConvGeom) -> Vec<Tap> {
 }
 
 /// The im2col matrix `col[K, L]` of one image-group's input planes `x` (`cin_g * h * w`).
+/// With `img_stride > 0` the columns run over several images: column `l` is position `l % L`
+/// of the image at `x[(l / L) * img_stride..]` (batched GEMMs on small maps).
 struct Im2col<'a> {
     x: &'a [f32],
     g: &'a ConvGeom,
     taps: &'a [Tap],
+    img_stride: usize,
 }
 
 impl Im2col<'_> {
@@ -37,9 +40,16 @@ impl Im2col<'_> {
         let (base, offy, offx) = self.taps[k];
         let (sy, sx) = (g.stride[0], g.stride[1]);
         let (xlo, xhi) = valid_range(offx, sx, g.w, g.ow);
-        let (mut oy, mut ox) = (l0 / g.ow, l0 % g.ow);
+        let l = g.l();
+        let (mut img, r) = if self.img_stride > 0 { (l0 / l, l0 % l) } else { (0, l0) };
+        let (mut oy, mut ox) = (r / g.ow, r % g.ow);
         let mut t = 0;
         while t < len {
+            if oy == g.oh {
+                img += 1;
+                oy = 0;
+            }
+            let base = base + img * self.img_stride;
             let seg = (g.ow - ox).min(len - t);
             let iy = (oy * sy) as isize + offy;
             if iy < 0 || iy >= g.h as isize {
@@ -117,14 +127,44 @@ pub(crate) fn as_f32_mut<T: Float>(s: &mut [T]) -> Option<&mut [f32]> {
     (T::DTYPE == DType::F32).then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr() as *mut f32, s.len()) })
 }
 
+/// Maps smaller than this run as one GEMM over the whole batch (N = n*L) so the 48-wide
+/// column panels are filled (a 7x7 map alone would leave half of the second panel empty).
+const BATCH_BELOW_L: usize = 512;
+
 /// Forward convolution into `out` (`g.out_len()`), bias added.
 pub(crate) fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeom, out: &mut [f32]) {
     let (cin_g, cout_g, k, l) = (g.cin_g(), g.cout_g(), g.k(), g.l());
     let (img_in, grp_in) = (g.cin * g.h * g.w, cin_g * g.h * g.w);
     let taps = taps(g);
+    if l < BATCH_BELOW_L && g.n > 1 {
+        let nl = g.n * l;
+        let mut c = vec![0.0f32; cout_g * nl];
+        for gi in 0..g.groups {
+            let src = Im2col { x: &x[gi * grp_in..], g, taps: &taps, img_stride: img_in };
+            let wg = MatRef::new(&w[gi * cout_g * k..(gi + 1) * cout_g * k], cout_g, k);
+            gemm_packed((cout_g, nl, k), &wg, &src, &mut c, nl, false);
+            // c[co][img][l] -> out[img][gi*cout_g + co][l], plus bias.
+            out.par_chunks_mut(g.cout * l).enumerate().for_each(|(img, o)| {
+                for co in 0..cout_g {
+                    let oc = gi * cout_g + co;
+                    let b0 = bias.map_or(0.0, |b| b[oc]);
+                    let src = &c[co * nl + img * l..co * nl + (img + 1) * l];
+                    for (d, &v) in o[oc * l..(oc + 1) * l].iter_mut().zip(src) {
+                        *d = v + b0;
+                    }
+                }
+            });
+        }
+        return;
+    }
     out.par_chunks_mut(g.cout * l).enumerate().for_each(|(ni, o)| {
         for gi in 0..g.groups {
-            let src = Im2col { x: &x[ni * img_in + gi * grp_in..ni * img_in + (gi + 1) * grp_in], g, taps: &taps };
+            let src = Im2col {
+                x: &x[ni * img_in + gi * grp_in..ni * img_in + (gi + 1) * grp_in],
+                g,
+                taps: &taps,
+                img_stride: 0,
+            };
             let wg = MatRef::new(&w[gi * cout_g * k..(gi + 1) * cout_g * k], cout_g, k);
             gemm_packed((cout_g, l, k), &wg, &src, &mut o[gi * cout_g * l..(gi + 1) * cout_g * l], l, false);
         }
@@ -181,6 +221,22 @@ pub(crate) fn backward_weight(x: &[f32], go: &[f32], g: &ConvGeom, gw: &mut [f32
     let (cin_g, cout_g, k, l) = (g.cin_g(), g.cout_g(), g.k(), g.l());
     let (img_in, grp_in) = (g.cin * g.h * g.w, cin_g * g.h * g.w);
     let taps = taps(g);
+    if l < BATCH_BELOW_L && g.n > 1 {
+        let nl = g.n * l;
+        let mut gob = vec![0.0f32; cout_g * nl];
+        gw.fill(0.0);
+        for gi in 0..g.groups {
+            for (r, chunk) in gob.chunks_mut(l).enumerate() {
+                let (co, img) = (r / g.n, r % g.n);
+                let off = (img * g.cout + gi * cout_g + co) * l;
+                chunk.copy_from_slice(&go[off..off + l]);
+            }
+            let src = Im2col { x: &x[gi * grp_in..], g, taps: &taps, img_stride: img_in };
+            let gwg = &mut gw[gi * cout_g * k..(gi + 1) * cout_g * k];
+            gemm_packed((cout_g, k, nl), &MatRef::new(&gob, cout_g, nl), &Im2colT(src), gwg, k, false);
+        }
+        return;
+    }
     let chunk = g.n.div_ceil(rayon::current_num_threads().clamp(1, g.n));
     let partials: Vec<Vec<f32>> = (0..g.n.div_ceil(chunk))
         .into_par_iter()
@@ -188,8 +244,12 @@ pub(crate) fn backward_weight(x: &[f32], go: &[f32], g: &ConvGeom, gw: &mut [f32
             let mut part = vec![0.0f32; gw.len()];
             for ni in c * chunk..g.n.min((c + 1) * chunk) {
                 for gi in 0..g.groups {
-                    let src =
-                        Im2col { x: &x[ni * img_in + gi * grp_in..ni * img_in + (gi + 1) * grp_in], g, taps: &taps };
+                    let src = Im2col {
+                        x: &x[ni * img_in + gi * grp_in..ni * img_in + (gi + 1) * grp_in],
+                        g,
+                        taps: &taps,
+                        img_stride: 0,
+                    };
                     let off = (ni * g.cout + gi * cout_g) * l;
                     let gog = MatRef::new(&go[off..off + cout_g * l], cout_g, l);
                     let pg = &mut part[gi * cout_g * k..(gi + 1) * cout_g * k];
