@@ -11,7 +11,7 @@ pub const PATCH_VAR_EPS: f64 = 1e-6;
 /// `[B,C,H,W]` -> `[B, L=(H/p)(W/p), p*p*C]`; patch index `row*w + col`, element `(py*p+px)*C + c`.
 pub fn patchify(x: &Tensor, p: usize) -> Result<Tensor> {
     let d = x.dims();
-    if d.len() != 4 || p == 0 || d[2] % p != 0 || d[3] % p != 0 {
+    if d.len() != 4 || p == 0 || !d[2].is_multiple_of(p) || !d[3].is_multiple_of(p) {
         return Err(Error::Shape {
             op: "patchify",
             msg: format!("input {d:?} is not [B,C,H,W] divisible by patch {p}"),

@@ -2,7 +2,7 @@
 //! image, a uniformly random subset drawn by argsort of uniform noise, plus nearest-neighbour
 //! upsampling of the cell grid to any multiple resolution (the hierarchical masks).
 
-use spark_engine::{DType, Device, Error, Result, Rng, Tensor};
+use spark_engine::{DType, Error, Result, Rng, Tensor};
 
 /// Python's `round` (ties to even), which SparK uses for the kept count (`f64::round` would
 /// round 2.5 up to 3).
@@ -88,7 +88,7 @@ impl PatchMask {
     /// Visible flags upsampled by nearest-neighbour repeat to `[batch, h, w]`; `h`, `w` must be
     /// multiples of the grid (SparK's `repeat_interleave`).
     pub fn upsample(&self, h: usize, w: usize) -> Result<Vec<bool>> {
-        if h % self.fh != 0 || w % self.fw != 0 || h == 0 || w == 0 {
+        if !h.is_multiple_of(self.fh) || !w.is_multiple_of(self.fw) || h == 0 || w == 0 {
             return Err(Error::Shape {
                 op: "PatchMask::upsample",
                 msg: format!("{h}x{w} is not a positive multiple of the {}x{} mask grid", self.fh, self.fw),
@@ -190,7 +190,7 @@ mod tests {
         let h = m.hierarchy(3).unwrap();
         assert_eq!(h[0].len(), 4);
         assert_eq!(h[2].len(), 64);
-        let x = Tensor::ones(&[1, 3, 4, 4], DType::F32, Device::Cpu).unwrap();
+        let x = Tensor::ones(&[1, 3, 4, 4], DType::F32, spark_engine::Device::Cpu).unwrap();
         let y = m.apply(&x).unwrap().to_vec::<f32>().unwrap();
         assert_eq!(y.iter().sum::<f32>(), 24.0);
     }

@@ -137,7 +137,7 @@ impl SparK {
     fn build(config: SparkConfig, rng: &mut Rng, shape_only: bool) -> Result<SparK> {
         let encoder = build_backbone(&config.backbone, &config.backbone_config(shape_only)?, rng)?;
         let patch = encoder.downsample_ratio();
-        if config.input_size == 0 || config.input_size % patch != 0 {
+        if config.input_size == 0 || !config.input_size.is_multiple_of(patch) {
             return Err(Error::Msg(format!(
                 "SparK: input size {} is not a positive multiple of the backbone's downsample ratio {patch}",
                 config.input_size

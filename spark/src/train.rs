@@ -238,7 +238,7 @@ impl Trainer {
             let m = self.train_step(&micro)?;
             on_step(&m);
             let every = self.config.checkpoint_every;
-            if every > 0 && self.step % every == 0 && self.step < self.config.total_steps {
+            if every > 0 && self.step.is_multiple_of(every) && self.step < self.config.total_steps {
                 self.save_if_configured()?;
             }
         }
