@@ -92,7 +92,7 @@ fn pretrain_writes_its_files_and_resume_continues_the_curve_exactly() {
     class_folders(&t.join("data"));
     let log = pretrain(&t, "full", "4", &[]);
     assert!(log.contains("image folders") && log.contains("18 images, 3 classes"), "{log}");
-    for f in ["checkpoint.safetensors", "config.toml", "metrics.jsonl", "loss.svg", "reconstruction.png"] {
+    for f in ["last.safetensors", "config.toml", "metrics.jsonl", "loss.svg", "reconstruction.png"] {
         assert!(t.join("full").join(f).exists(), "missing {f}");
     }
     let full = losses(&t.join("full/metrics.jsonl"));
@@ -123,7 +123,7 @@ fn reconstruct_export_extract_finetune_eval_predict() {
     let t = Tmp::new("workflow");
     class_folders(&t.join("data"));
     pretrain(&t, "pre", "2", &[]);
-    let ck = "pre/checkpoint.safetensors";
+    let ck = "pre/last.safetensors";
 
     let o = ok(&spark(&["reconstruct", "-c", ck, "--data", "data", "-n", "3", "-o", "rec.png"], &t.0));
     assert!(o.contains("wrote rec.png"), "{o}");

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 #[derive(Args, Debug, Clone)]
 pub struct ExportArgs {
     /// A checkpoint written by `spark pretrain`.
-    #[arg(long, short = 'c', default_value = "runs/pretrain/checkpoint.safetensors")]
+    #[arg(long, short = 'c', default_value = "runs/pretrain/last.safetensors")]
     pub checkpoint: PathBuf,
     #[arg(long, short = 'o', default_value = "encoder.safetensors")]
     pub out: PathBuf,

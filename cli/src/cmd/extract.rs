@@ -19,7 +19,7 @@ pub struct ExtractArgs {
     /// Image files; without them, --data is used.
     pub images: Vec<PathBuf>,
     /// Any spark model file (pretraining checkpoint, export, fine-tuned classifier).
-    #[arg(long, short = 'c', default_value = "runs/pretrain/checkpoint.safetensors")]
+    #[arg(long, short = 'c', default_value = "runs/pretrain/last.safetensors")]
     pub checkpoint: PathBuf,
     #[arg(long, default_value = "builtin:val")]
     pub data: String,

@@ -13,9 +13,8 @@ use crate::progress;
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use spark::data::{Dataset, Loader, LoaderConfig, Transform};
-use spark::optim::{optim_params, CosineEnd, LrSchedule, OptimizerKind, Recipe, WdSchedule};
-use spark::{EncoderMode, SparK, SparkConfig};
-use spark_engine::Rng;
+use spark::optim::{OptimizerKind, Recipe};
+use spark::{EncoderMode, SparkConfig, TrainConfig, Trainer};
 use spark_nn::Module;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -73,7 +72,7 @@ pub struct PretrainArgs {
     /// Output folder for checkpoints, logs and pictures.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Continue from a checkpoint (default: <out>/checkpoint.safetensors).
+    /// Continue from a checkpoint (default: <out>/last.safetensors).
     #[arg(long, value_name = "CHECKPOINT", num_args = 0..=1, default_missing_value = "")]
     pub resume: Option<String>,
     /// Stop after this step (checkpoint saved, schedules unchanged); continue later with --resume.
@@ -303,23 +302,34 @@ fn resolve(a: &PretrainArgs, common: &crate::common::CommonOpts, resumed: Option
 }
 
 pub fn run(a: PretrainArgs, common: crate::common::CommonOpts) -> CliResult<()> {
-    // Resume: read the checkpoint first, its config is the base.
+    // Resume: the run folder's config.toml is the base of the settings (flags still override).
     let resume_path = a.resume.as_ref().map(|r| {
         if r.is_empty() {
-            let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs/pretrain"));
-            out.join("checkpoint.safetensors")
+            a.out.clone().unwrap_or_else(|| PathBuf::from("runs/pretrain")).join(checkpoint::FILE)
         } else {
             PathBuf::from(r)
         }
     });
-    let resumed = resume_path.as_deref().map(checkpoint::load).transpose()?;
-    let cfg = resolve(&a, &common, resumed.as_ref().map(|r| r.run_toml.as_str()))?;
+    let resumed_cfg = match &resume_path {
+        Some(p) => {
+            if !p.exists() {
+                return Err(CliError::usage(format!("cannot resume: {} does not exist", p.display()))
+                    .hint("resume needs the run's --out folder (or --resume PATH to its last.safetensors)"));
+            }
+            let cfg_path = p.with_file_name("config.toml");
+            Some(
+                std::fs::read_to_string(&cfg_path)
+                    .ctx(|| format!("cannot resume: cannot read {}", cfg_path.display()))?,
+            )
+        }
+        None => None,
+    };
+    let cfg = resolve(&a, &common, resumed_cfg.as_deref())?;
     cfg.validate()?;
     setup_threads(common.threads)?;
     setup_device(&cfg.device)?;
     let out = PathBuf::from(&cfg.out);
     std::fs::create_dir_all(&out).ctx(|| format!("cannot create output folder {}", out.display()))?;
-    let cfg_text = toml::to_string_pretty(&cfg).map_err(|e| CliError::runtime(e.to_string()))?;
     config::save(&cfg, &out.join("config.toml"))?;
 
     // Data (listing errors surface here, before any training).
@@ -335,53 +345,49 @@ pub fn run(a: PretrainArgs, common: crate::common::CommonOpts) -> CliResult<()> 
         (None, Some(e)) => e * spe,
         (None, None) => 100 * spe,
     };
-
-    // Model and optimizer (fresh or from the checkpoint).
-    let spark_cfg = match &resumed {
-        Some(r) => r.spark.clone(),
-        None => cfg.spark_config(),
-    };
-    let mut init_rng = Rng::new(cfg.seed);
-    let mut model = SparK::new(spark_cfg.clone(), &mut init_rng)?;
-    let mut recipe = cfg.recipe();
-    recipe.optimizer = if cfg.optimizer == "adamw" { OptimizerKind::AdamW } else { OptimizerKind::Lamb };
-    recipe.beta1 = cfg.beta1;
-    recipe.beta2 = cfg.beta2;
-    recipe.max_grad_norm = cfg.max_grad_norm;
-    let mut optim = recipe.build_optimizer();
-    let mut rng = init_rng.fork();
-    let mut start = 0;
-    if let (Some(r), Some(p)) = (&resumed, &resume_path) {
-        checkpoint::load_into(&model, &r.model, p)?;
-        optim.moments_mut().load_named(r.optim_step, r.optim.clone())?;
-        rng = r.rng.clone();
-        start = r.step;
-        if start >= total {
-            return Err(CliError::usage(format!(
-                "the checkpoint is already at step {start} of {total}; nothing to do"
-            ))
-            .hint("pass a larger --steps (or --epochs) to train further"));
-        }
-    }
-    model.train();
-    let params = optim_params(&model.trainable_parameters(), &recipe.no_decay);
-    let peak = cfg.lr.unwrap_or(cfg.base_lr * cfg.batch_size as f64 / cfg.lr_ref_batch as f64);
     let warmup = cfg
         .warmup_steps
         .unwrap_or(if cfg.preset == "quick" { total / 10 } else { (cfg.warmup_epochs * spe as f64).round() as usize })
         .min(total);
-    let lr_s = LrSchedule {
-        peak,
-        warmup_iters: warmup,
-        total_iters: total,
-        warmup_start_factor: recipe.warmup_start_factor,
-        min_factor: recipe.min_lr_factor,
-        cosine_end: recipe.cosine_end,
-    };
-    let wd_s = WdSchedule { start: cfg.wd, end: cfg.wd_end, total_iters: total, cosine_end: CosineEnd::LastIter };
-    let mode = if cfg.encoder == "sparse" { EncoderMode::Sparse } else { EncoderMode::DenseMasked };
 
-    let nparams = model.num_parameters();
+    // The trainer (spark::train): fresh, or continued from the checkpoint.
+    let mut recipe = cfg.recipe();
+    let peak = cfg.lr.unwrap_or(cfg.base_lr * cfg.batch_size as f64 / cfg.lr_ref_batch as f64);
+    recipe.base_lr = peak;
+    recipe.lr_ref_batch = cfg.batch_size;
+    recipe.batch_size = cfg.batch_size;
+    recipe.optimizer = if cfg.optimizer == "adamw" { OptimizerKind::AdamW } else { OptimizerKind::Lamb };
+    recipe.beta1 = cfg.beta1;
+    recipe.beta2 = cfg.beta2;
+    recipe.max_grad_norm = cfg.max_grad_norm;
+    recipe.wd_start = cfg.wd;
+    recipe.wd_end = cfg.wd_end;
+    let train_cfg = TrainConfig {
+        model: cfg.spark_config(),
+        recipe,
+        total_steps: total,
+        warmup_steps: warmup,
+        accum_steps: 1,
+        mode: if cfg.encoder == "sparse" { EncoderMode::Sparse } else { EncoderMode::DenseMasked },
+        seed: cfg.seed,
+        checkpoint_dir: Some(out.clone()),
+        checkpoint_every: cfg.save_every,
+    };
+    let mut trainer = match &resume_path {
+        Some(p) => {
+            let mut t = Trainer::resume(p)?;
+            // Settings that do not change the model may differ on resume (e.g. a longer run).
+            t.config = TrainConfig { model: t.config.model.clone(), ..train_cfg };
+            t
+        }
+        None => Trainer::new(train_cfg)?,
+    };
+    let start = trainer.step;
+    if start >= total {
+        return Err(CliError::usage(format!("the checkpoint is already at step {start} of {total}; nothing to do"))
+            .hint("pass a larger --steps (or --epochs) to train further"));
+    }
+    let spark_cfg = trainer.model.config.clone();
     eprintln!(
         "spark pretrain: {} (width x{}) at {} px, mask {:.2}, decoder {}, {:.2}M parameters",
         spark_cfg.backbone,
@@ -389,12 +395,11 @@ pub fn run(a: PretrainArgs, common: crate::common::CommonOpts) -> CliResult<()> 
         spark_cfg.input_size,
         spark_cfg.mask_ratio,
         spark_cfg.decoder_width,
-        nparams as f64 / 1e6
+        trainer.model.num_parameters() as f64 / 1e6
     );
     eprintln!("data: {}; {} steps/epoch at batch {}", dataset.describe(), spe, cfg.batch_size);
     eprintln!(
-        "training: steps {}..{total}, {} peak lr {peak:.2e}, warmup {warmup}, {} encoder, {} compute threads, {} data workers, seed {}",
-        start,
+        "training: steps {start}..{total}, {} peak lr {peak:.2e}, warmup {warmup}, {} encoder, {} compute threads, {} data workers, seed {}",
         cfg.optimizer,
         cfg.encoder,
         compute_threads(),
@@ -403,7 +408,7 @@ pub fn run(a: PretrainArgs, common: crate::common::CommonOpts) -> CliResult<()> 
     );
     eprintln!("output: {}", out.display());
 
-    let ckpt_path = out.join("checkpoint.safetensors");
+    let ckpt_path = out.join(checkpoint::FILE);
     let metrics_path = out.join("metrics.jsonl");
     let mut metrics = MetricsLog::open(&metrics_path, Some(start))?;
     let end = a.stop_at.map_or(total, |s| s.clamp(start + 1, total));
@@ -412,7 +417,8 @@ pub fn run(a: PretrainArgs, common: crate::common::CommonOpts) -> CliResult<()> 
     let mut stream = loader.stream(start, Some(end));
     let mut last_loss = f64::NAN;
     let mut first_loss = None;
-    for step in start..end {
+    while trainer.step < end {
+        let step = trainer.step;
         let batch = match stream.next() {
             Some(b) => b?,
             None => return Err(CliError::runtime("the data loader ended early")),
@@ -420,63 +426,43 @@ pub fn run(a: PretrainArgs, common: crate::common::CommonOpts) -> CliResult<()> 
         for (name, why) in &batch.newly_skipped {
             progress::println(&pb, &format!("warning: skipped unreadable image {name}: {why}"));
         }
-        let ts = Instant::now();
-        let (lr, wd) = (lr_s.lr(step), wd_s.wd(step));
-        let b = batch.labels.len();
-        if b < 2 {
-            progress::println(
-                &pb,
-                &format!("warning: step {step} has {b} readable image(s); skipped (batch norm needs 2)"),
-            );
-            pb.inc(1);
-            continue;
+        if batch.labels.len() < 2 {
+            return Err(CliError::runtime(format!(
+                "step {step}: only {} readable image(s) in the batch; batch norm needs 2",
+                batch.labels.len()
+            ))
+            .hint("remove the unreadable files listed above"));
         }
-        let mask = model.sample_mask(b, &mut rng)?;
-        let outp = model.forward(&batch.images, &mask, mode, &mut rng)?;
-        let loss = outp.loss.to_scalar()?;
-        if !loss.is_finite() {
-            pb.abandon();
-            let keep = if ckpt_path.exists() {
-                format!("the last good checkpoint is {}", ckpt_path.display())
-            } else {
-                "no checkpoint was written yet".into()
-            };
-            return Err(CliError::runtime(format!("loss became {loss} at step {step}; stopped ({keep})"))
-                .hint("lower --lr or raise --warmup-steps"));
-        }
-        let grads = outp.loss.backward()?;
-        let info = optim.step(&params, &grads, lr, wd)?;
-        drop(grads);
-        let dt = ts.elapsed().as_secs_f64();
-        first_loss.get_or_insert(loss);
-        last_loss = loss;
+        let m = trainer
+            .train_step(&[batch.images])
+            .map_err(|e| CliError::runtime(e.to_string()).hint("lower --lr or raise --warmup-steps"))?;
+        first_loss.get_or_insert(m.loss);
+        last_loss = m.loss;
         metrics.log(&Record {
             step,
             epoch: batch.epoch,
-            loss,
-            lr,
-            wd,
-            images_per_s: b as f64 / dt.max(1e-9),
-            grad_norm: info.grad_norm,
+            loss: m.loss,
+            lr: m.lr,
+            wd: m.wd,
+            images_per_s: m.images_per_sec,
+            grad_norm: m.grad_norm,
             elapsed_s: t0.elapsed().as_secs_f64(),
         })?;
-        pb.set_message(format!("loss {loss:.4} lr {lr:.2e}"));
+        pb.set_message(format!("loss {:.4} lr {:.2e}", m.loss, m.lr));
         pb.inc(1);
-        if pb.is_hidden() && ((step + 1) % 20 == 0 || step + 1 == end || step == start) {
+        if pb.is_hidden() && (m.step % 20 == 0 || m.step == end || step == start) {
             eprintln!(
-                "step {:>5}/{total}  loss {loss:.4}  lr {lr:.2e}  grad-norm {:.3}  {:.1} img/s",
-                step + 1,
-                info.grad_norm,
-                b as f64 / dt.max(1e-9)
+                "step {:>5}/{total}  loss {:.4}  lr {:.2e}  grad-norm {:.3}  {:.1} img/s",
+                m.step, m.loss, m.lr, m.grad_norm, m.images_per_sec
             );
         }
-        if (step + 1) % cfg.save_every.max(1) == 0 && step + 1 < end {
-            checkpoint::save(&ckpt_path, &model, optim.as_ref(), &cfg_text, step + 1, &rng)?;
+        if cfg.save_every > 0 && m.step % cfg.save_every == 0 && m.step < end {
+            trainer.save_checkpoint(&ckpt_path)?;
         }
     }
     drop(stream);
     pb.finish_and_clear();
-    checkpoint::save(&ckpt_path, &model, optim.as_ref(), &cfg_text, end, &rng)?;
+    trainer.save_checkpoint(&ckpt_path)?;
     let (skipped, distinct) = (loader.skips().count(), loader.skips().distinct().len());
     if end < total {
         eprintln!(
@@ -503,8 +489,16 @@ pub fn run(a: PretrainArgs, common: crate::common::CommonOpts) -> CliResult<()> 
     let png = out.join("reconstruction.png");
     let eval_data = if cfg.data == "builtin" { "builtin:val".to_string() } else { cfg.data.clone() };
     let eval_ds = Dataset::open(&eval_data).unwrap_or_else(|_| (*dataset).clone());
-    model.eval();
-    crate::cmd::reconstruct::write_grid(&model, &eval_ds, cfg.reconstruction_images, cfg.seed, cfg.workers, &png)?;
+    trainer.model.eval();
+    crate::cmd::reconstruct::write_grid(
+        &trainer.model,
+        &eval_ds,
+        cfg.reconstruction_images,
+        cfg.seed,
+        cfg.workers,
+        &png,
+    )?;
+    trainer.model.train();
     eprintln!("wrote {} (rows: original | masked input | reconstruction)", png.display());
     Ok(())
 }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 #[derive(Args, Debug, Clone)]
 pub struct ReconstructArgs {
     /// A checkpoint written by `spark pretrain`.
-    #[arg(long, short = 'c', default_value = "runs/pretrain/checkpoint.safetensors")]
+    #[arg(long, short = 'c', default_value = "runs/pretrain/last.safetensors")]
     pub checkpoint: PathBuf,
     /// Images to reconstruct: a folder, an IDX file, or `builtin:val`.
     #[arg(long, default_value = "builtin:val")]
