@@ -26,7 +26,7 @@ pub struct LayerShape {
 }
 
 /// The shapes: ResNet-50's 3x3 64->64 @56, 3x3 256->256 @14, 1x1 256->64 @56 and
-/// ConvNeXt's depthwise 7x7 96ch @56.
+/// ConvNeXt's depthwise 7x7 96ch @56; plus ResNet's 7x7/s2 stem on the masked 224 image.
 pub fn resnet_convnext_shapes() -> Vec<LayerShape> {
     vec![
         LayerShape {
@@ -58,6 +58,16 @@ pub fn resnet_convnext_shapes() -> Vec<LayerShape> {
             padding: 0,
             groups: 1,
             hw: 56,
+        },
+        LayerShape {
+            name: "stem7x7/s2 3->64 @224",
+            cin: 3,
+            cout: 64,
+            kernel: 7,
+            stride: 2,
+            padding: 3,
+            groups: 1,
+            hw: 224,
         },
         LayerShape { name: "dw7x7 96ch @56", cin: 96, cout: 96, kernel: 7, stride: 1, padding: 3, groups: 96, hw: 56 },
     ]
@@ -111,6 +121,11 @@ fn min_ms_interleaved(reps: usize, fs: &mut [&mut dyn FnMut() -> Result<()>]) ->
 /// SparK-style mask on a 7x7 patch grid (exactly round(49 * (1 - ratio)) kept per image),
 /// upsampled to `hw` (which must be a multiple of 7).
 pub fn spark_mask(rng: &mut Rng, batch: usize, hw: usize, ratio: f64) -> Result<ActiveSet> {
+    ActiveSet::from_patch_mask(&spark_patch(rng, batch, ratio), batch, 7, 7, hw / 7)
+}
+
+/// The `[batch, 7, 7]` patch mask behind `spark_mask`.
+pub fn spark_patch(rng: &mut Rng, batch: usize, ratio: f64) -> Vec<bool> {
     let f = 7;
     let keep = ((f * f) as f64 * (1.0 - ratio)).round() as usize;
     let mut patch = Vec::with_capacity(batch * f * f);
@@ -119,23 +134,32 @@ pub fn spark_mask(rng: &mut Rng, batch: usize, hw: usize, ratio: f64) -> Result<
         rng.shuffle(&mut img);
         patch.extend(img);
     }
-    ActiveSet::from_patch_mask(&patch, batch, f, f, hw / f)
+    patch
 }
 
 /// Times one layer at one mask ratio (f32, CPU).
 pub fn bench_layer(shape: &LayerShape, batch: usize, ratio: f64, reps: usize, rng: &mut Rng) -> Result<BenchRow> {
     let (dt, dev) = (DType::F32, Device::Cpu);
-    let set = Arc::new(spark_mask(rng, batch, shape.hw, ratio)?);
+    let patch = spark_patch(rng, batch, ratio);
+    let set = Arc::new(ActiveSet::from_patch_mask(&patch, batch, 7, 7, shape.hw / 7)?);
     let params = Conv2dParams::new(shape.stride, shape.padding).with_groups(shape.groups);
     let geom = KernelGeom::conv([shape.kernel; 2], &params);
-    // The benchmarked shapes are stride 1: submanifold, output sites = input sites.
-    let map = Arc::new(KernelMap::build(&set, &set, geom)?);
-    let n = set.len();
+    // Stride 1: submanifold (output sites = input sites); strided: the patch mask at the output
+    // resolution, as SparK's hierarchical masks.
+    let (h, wd) = (shape.hw, shape.hw);
+    let (oh, ow) = geom.out_size("bench_layer", h, wd)?;
+    let out_set = if shape.stride == 1 {
+        set.clone()
+    } else {
+        Arc::new(ActiveSet::from_patch_mask(&patch, batch, 7, 7, oh / 7)?)
+    };
+    let map = Arc::new(KernelMap::build(&set, &out_set, geom)?);
+    let (n, n_out) = (set.len(), out_set.len());
     let cig = shape.cin / shape.groups;
     let w = Tensor::randn(&[shape.cout, cig, shape.kernel, shape.kernel], 0.0, 0.05, rng, dt, dev)?.to_variable();
     let b = Tensor::randn(&[shape.cout], 0.0, 0.05, rng, dt, dev)?.to_variable();
     let xs = Tensor::randn(&[n, shape.cin], 0.0, 1.0, rng, dt, dev)?.to_variable();
-    let gs = Tensor::randn(&[n, shape.cout], 0.0, 1.0, rng, dt, dev)?;
+    let gs = Tensor::randn(&[n_out, shape.cout], 0.0, 1.0, rng, dt, dev)?;
     let sparse = |algo: ConvAlgo, bwd: bool| -> Result<()> {
         if bwd {
             conv_features(&xs, &w, Some(&b), &map, shape.groups, algo)?.backward_with(&gs).map(|_| ())
@@ -143,10 +167,9 @@ pub fn bench_layer(shape: &LayerShape, batch: usize, ratio: f64, reps: usize, rn
             no_grad(|| conv_features(&xs, &w, Some(&b), &map, shape.groups, algo).map(|_| ()))
         }
     };
-    let mask = set.mask_tensor(dt)?;
-    let (h, wd) = (shape.hw, shape.hw);
-    let xd = Tensor::randn(&[batch, shape.cin, h, wd], 0.0, 1.0, rng, dt, dev)?.mul(&mask)?.detach().to_variable();
-    let gd = Tensor::randn(&[batch, shape.cout, h, wd], 0.0, 1.0, rng, dt, dev)?;
+    let (mask_in, mask) = (set.mask_tensor(dt)?, out_set.mask_tensor(dt)?);
+    let xd = Tensor::randn(&[batch, shape.cin, h, wd], 0.0, 1.0, rng, dt, dev)?.mul(&mask_in)?.detach().to_variable();
+    let gd = Tensor::randn(&[batch, shape.cout, oh, ow], 0.0, 1.0, rng, dt, dev)?;
     let dense = |bwd: bool| -> Result<()> {
         if bwd {
             xd.conv2d(&w, Some(&b), params)?.mul(&mask)?.backward_with(&gd).map(|_| ())
@@ -154,7 +177,7 @@ pub fn bench_layer(shape: &LayerShape, batch: usize, ratio: f64, reps: usize, rn
             no_grad(|| xd.conv2d(&w, Some(&b), params)?.mul(&mask).map(|_| ()))
         }
     };
-    let mut kmap = || KernelMap::build(&set, &set, geom).map(|_| ());
+    let mut kmap = || KernelMap::build(&set, &out_set, geom).map(|_| ());
     let (mut s_f, mut s_fb) = (|| sparse(ConvAlgo::Auto, false), || sparse(ConvAlgo::Auto, true));
     let mut p_fb = || sparse(ConvAlgo::PerOffset, true);
     let mut i_fb = || sparse(ConvAlgo::ImplicitGemm, true);

@@ -89,13 +89,15 @@ fn check_conv(x: &SparseTensor, weight: &Tensor, bias: Option<&Tensor>, p: &Conv
     Ok(geom)
 }
 
-/// The measured choice for groups == 1 (docs/benchmarks.md, section "sparse"): with more than
-/// one offset the per-offset rulebook wins on the ResNet 3x3 shapes (its gathered blocks are K
-/// times smaller than the implicit GEMM's `[N, K*Cin]` matrix and stay in cache, and the centre
-/// offset runs without gather or scatter); with one offset (1x1, also strided) the implicit
-/// GEMM is the same GEMM without the scatter-add.
-fn auto_kind(map: &KernelMap, _d: ConvDims) -> Kind {
-    if map.volume() == 1 {
+/// The measured choice for groups == 1 (docs/benchmarks.md, section "sparse"): with several
+/// offsets and enough input channels the per-offset rulebook wins on the ResNet 3x3 shapes (its
+/// gathered blocks are K times smaller than the implicit GEMM's `[N, K*Cin]` matrix and stay in
+/// cache, and the centre offset runs without gather or scatter). With one offset (1x1, also
+/// strided) the implicit GEMM is the same GEMM without the scatter-add, and with few input
+/// channels (the 7x7/s2 stem on RGB, Cin = 3) per-offset GEMMs have an inner dimension of 3
+/// and lose badly to one `[N, K*Cin]` GEMM.
+fn auto_kind(map: &KernelMap, d: ConvDims) -> Kind {
+    if map.volume() == 1 || d.cin < 32 {
         Kind::Implicit
     } else {
         Kind::PerOffset

@@ -257,10 +257,55 @@ pub fn implicit_grad_input<T: Float>(dy: &[T], w: &[T], map: &KernelMap, d: Conv
                 gemm(a, MatRef::new(b, cog, cig), &mut dx[g * cig..], d.cin, false);
             }
         }
-    } else {
+    } else if map.geom().stride == [1, 1] {
         blocked_gathered_gemm(dy, d.cout, cog, map.reverse(), kv, &weights, cig, &mut dx, d.cin, n_in);
+    } else {
+        strided_grad_input(dy, w, map, d, &mut dx);
     }
     dx
+}
+
+/// Input gradient of a strided conv: `dG = dY · W^T` (`[n_out, K*cig]`, in row blocks), then
+/// scatter-add along the neighbour table one offset at a time (within an offset every input row
+/// is hit at most once, so rows run in parallel). Gathering dY along the reverse table instead
+/// would multiply mostly zeros: with stride s only about 1/s^2 of the (input, offset) slots have
+/// an output.
+fn strided_grad_input<T: Float>(dy: &[T], w: &[T], map: &KernelMap, d: ConvDims, dx: &mut [T]) {
+    let (n_out, kv, cig, cog) = (map.n_out(), d.kvol, d.cig(), d.cog());
+    let row_len = kv * cig;
+    if n_out == 0 || row_len == 0 {
+        return;
+    }
+    let nbr = map.neighbours();
+    let br = block_rows(row_len);
+    let mut dg = Vec::new();
+    let ptr = SyncPtr(dx.as_mut_ptr());
+    let len = dx.len();
+    for g in 0..d.groups {
+        let w2 = weight_kc_o(w, d, g); // [K*cig, cog]
+        for r0 in (0..n_out).step_by(br) {
+            let m = br.min(n_out - r0);
+            dg.resize(m * row_len, T::ZERO);
+            let dyg = MatRef { data: &dy[r0 * d.cout + g * cog..], rows: m, cols: cog, rs: d.cout, cs: 1 };
+            gemm(dyg, MatRef::new(&w2, row_len, cog).t(), &mut dg, row_len, false);
+            for k in 0..kv {
+                (0..m).into_par_iter().with_min_len(256).for_each(|r| {
+                    let i = nbr[(r0 + r) * kv + k];
+                    if i < 0 {
+                        return;
+                    }
+                    let s = i as usize * d.cin + g * cig;
+                    assert!(s + cig <= len);
+                    // SAFETY: for a fixed offset k the output -> input map is injective, so
+                    // parallel rows write distinct input rows; bounds are checked above.
+                    let out = unsafe { std::slice::from_raw_parts_mut(ptr.get().add(s), cig) };
+                    for (o, &v) in out.iter_mut().zip(&dg[r * row_len + k * cig..r * row_len + (k + 1) * cig]) {
+                        *o += v;
+                    }
+                });
+            }
+        }
+    }
 }
 
 // ------------------------------------------------------------------ per-offset (groups == 1)

@@ -7,7 +7,8 @@
 //!   fixed k the map output -> input is injective, so this is well defined; the input-gradient
 //!   GEMM gathers along it, again one writer per row.
 //!
-//! The per-offset (input row, output row) pair lists of the classic rulebook are derived lazily.
+//! `reverse` and the per-offset (input row, output row) pair lists of the classic rulebook are
+//! derived lazily from `neighbours`.
 
 use crate::ActiveSet;
 use rayon::prelude::*;
@@ -67,7 +68,9 @@ pub struct KernelMap {
     n_in: usize,
     n_out: usize,
     neighbours: Vec<i32>,
-    reverse: Vec<i32>,
+    /// Centred odd kernel on one set: the reverse table is the mirrored neighbour table.
+    mirrored: bool,
+    reverse: OnceLock<Vec<i32>>,
     identity: bool,
     identity_offset: Option<usize>,
     pairs: OnceLock<Vec<Vec<[u32; 2]>>>,
@@ -129,13 +132,7 @@ impl KernelMap {
                 && geom.kernel[a] % 2 == 1
                 && geom.padding[a] == geom.dilation[a] * (geom.kernel[a] - 1) / 2
         });
-        let reverse = if centred && input.id() == output.id() {
-            let mut reverse = neighbours.clone();
-            reverse.par_chunks_mut(k.max(1)).with_min_len(256).for_each(|row| row.reverse());
-            reverse
-        } else {
-            Self::reverse_table(input, output, geom, oh, ow)
-        };
+        let mirrored = centred && input.id() == output.id();
         let identity =
             k == 1 && input.len() == output.len() && neighbours.iter().enumerate().all(|(o, &i)| i == o as i32);
         // The centre offset of a submanifold map reads each site itself: kernels use it without
@@ -151,33 +148,11 @@ impl KernelMap {
             n_in: input.len(),
             n_out: output.len(),
             neighbours,
-            reverse,
+            mirrored,
+            reverse: OnceLock::new(),
             identity,
             pairs: OnceLock::new(),
         })
-    }
-
-    /// `[n_in, K]` reverse table computed from the geometry (any stride, padding, dilation).
-    fn reverse_table(input: &ActiveSet, output: &ActiveSet, geom: KernelGeom, oh: usize, ow: usize) -> Vec<i32> {
-        let out_grid = output.grid();
-        let (k, [kh, kw]) = (geom.volume(), geom.kernel);
-        let mut reverse = vec![-1i32; input.len() * k];
-        reverse.par_chunks_mut(k.max(1)).zip(input.coords().par_iter()).with_min_len(256).for_each(
-            |(row, &[b, iy, ix])| {
-                for ky in 0..kh {
-                    let Some(oy) = inverse(iy, ky, geom.stride[0], geom.padding[0], geom.dilation[0], oh) else {
-                        continue;
-                    };
-                    for kx in 0..kw {
-                        let Some(ox) = inverse(ix, kx, geom.stride[1], geom.padding[1], geom.dilation[1], ow) else {
-                            continue;
-                        };
-                        row[ky * kw + kx] = out_grid[(b * oh + oy) * ow + ox];
-                    }
-                }
-            },
-        );
-        reverse
     }
 
     pub fn geom(&self) -> KernelGeom {
@@ -206,8 +181,26 @@ impl KernelMap {
         &self.neighbours
     }
     /// `[n_in, K]`: output row that reads input row i through offset k, or -1.
+    /// Built on first use (strided convs and most kernels only need `neighbours`).
     pub fn reverse(&self) -> &[i32] {
-        &self.reverse
+        self.reverse.get_or_init(|| {
+            let k = self.volume();
+            if self.mirrored {
+                let mut r = self.neighbours.clone();
+                r.par_chunks_mut(k.max(1)).with_min_len(256).for_each(|row| row.reverse());
+                return r;
+            }
+            // Invert the neighbour table: for a fixed offset, output -> input is injective.
+            let mut r = vec![-1i32; self.n_in * k];
+            for (o, row) in self.neighbours.chunks(k.max(1)).enumerate() {
+                for (kk, &i) in row.iter().enumerate() {
+                    if i >= 0 {
+                        r[i as usize * k + kk] = o as i32;
+                    }
+                }
+            }
+            r
+        })
     }
     /// The (input row, output row) pairs of kernel offset `k` (row-major over the kernel).
     pub fn pairs(&self, k: usize) -> &[[u32; 2]] {
@@ -234,15 +227,4 @@ impl KernelMap {
                 .collect()
         })
     }
-}
-
-/// The output coordinate that reads input coordinate `i` through kernel index `k`, if any.
-#[inline]
-fn inverse(i: usize, k: usize, stride: usize, pad: usize, dil: usize, out: usize) -> Option<usize> {
-    let t = (i + pad).checked_sub(k * dil)?;
-    if t % stride != 0 {
-        return None;
-    }
-    let o = t / stride;
-    (o < out).then_some(o)
 }
