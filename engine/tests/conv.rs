@@ -104,6 +104,12 @@ fn conv_cases() -> Vec<(&'static str, [usize; 4], [usize; 4], Conv2dParams)> {
         ("depthwise 3x3", [2, 4, 6, 6], [4, 1, 3, 3], Conv2dParams::new(1, 1).with_groups(4)),
         ("depthwise 3x3 s2", [2, 3, 7, 7], [3, 1, 3, 3], Conv2dParams::new(2, 1).with_groups(3)),
         ("depthwise 7x7 p3", [1, 2, 8, 9], [2, 1, 7, 7], Conv2dParams::new(1, 3).with_groups(2)),
+        (
+            "depthwise 7x7 wide rows (4-vector blocks)",
+            [2, 2, 6, 40],
+            [2, 1, 7, 7],
+            Conv2dParams::new(1, 3).with_groups(2),
+        ),
         ("depthwise pad 3 > kernel span", [1, 2, 5, 5], [2, 1, 3, 3], Conv2dParams::new(1, 3).with_groups(2)),
         ("depthwise dilation 2", [1, 2, 7, 7], [2, 1, 3, 3], Conv2dParams::new(1, 2).with_dilation(2).with_groups(2)),
         ("1x1", [2, 5, 4, 3], [3, 5, 1, 1], Conv2dParams::new(1, 0)),

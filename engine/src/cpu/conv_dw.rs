@@ -163,7 +163,10 @@ struct Padded {
 }
 
 fn padded_dims(g: &ConvGeom) -> Padded {
-    let owr = g.ow.div_ceil(LANES) * LANES;
+    // Wide rows are computed 4 vectors at a time (4 independent accumulator chains hide the
+    // add latency), so round them to 4*LANES.
+    let blk = if g.ow > 2 * LANES { 4 * LANES } else { LANES };
+    let owr = g.ow.div_ceil(blk) * blk;
     Padded { ph: g.oh + (g.kh - 1) * g.dil[0], pw: owr + (g.kw - 1) * g.dil[1], owr }
 }
 
@@ -192,20 +195,51 @@ fn plane_fwd_s1<T: Float>(p: &[T], taps: &[(usize, T)], b0: T, g: &ConvGeom, pd:
     let max_off = taps.iter().map(|t| t.0).max().unwrap_or(0);
     // Every read below is at base + off + i with base + off + LANES <= this bound.
     assert!(p.len() >= (g.oh - 1) * pd.pw + pd.owr + max_off && o.len() >= g.oh * g.ow);
+    let wide = g.ow > 2 * LANES; // as in `padded_dims`: owr is then a multiple of 4*LANES
     for oy in 0..g.oh {
-        for ox0 in (0..pd.owr).step_by(LANES) {
+        let orow = &mut o[oy * g.ow..(oy + 1) * g.ow];
+        let mut ox0 = 0;
+        while ox0 < pd.owr {
             let base = oy * pd.pw + ox0;
-            let mut acc = [b0; LANES];
-            for &(off, wv) in taps {
-                // SAFETY: base + off + LANES <= (oh-1)*pw + owr + max_off <= p.len() (asserted).
-                let seg = unsafe { p.get_unchecked(base + off..base + off + LANES) };
-                for i in 0..LANES {
-                    acc[i] += wv * seg[i];
-                }
+            if wide {
+                let acc = taps_block::<T, 4>(p, taps, base, b0);
+                store_block(&acc, ox0, orow);
+                ox0 += 4 * LANES;
+            } else {
+                let acc = taps_block::<T, 1>(p, taps, base, b0);
+                store_block(&acc, ox0, orow);
+                ox0 += LANES;
             }
-            let n = LANES.min(g.ow - ox0);
-            o[oy * g.ow + ox0..oy * g.ow + ox0 + n].copy_from_slice(&acc[..n]);
         }
+    }
+}
+
+/// `C` consecutive LANES-wide output vectors starting at `base`, all taps accumulated.
+#[inline(always)]
+fn taps_block<T: Float, const C: usize>(p: &[T], taps: &[(usize, T)], base: usize, b0: T) -> [[T; LANES]; C] {
+    let mut acc = [[b0; LANES]; C];
+    for &(off, wv) in taps {
+        // SAFETY: the caller asserted base + off + C*LANES <= p.len() for every tap.
+        let seg = unsafe { p.get_unchecked(base + off..base + off + C * LANES) };
+        for c in 0..C {
+            for i in 0..LANES {
+                acc[c][i] += wv * seg[c * LANES + i];
+            }
+        }
+    }
+    acc
+}
+
+/// Stores the part of a block that lies inside the row.
+#[inline(always)]
+fn store_block<T: Float, const C: usize>(acc: &[[T; LANES]; C], ox0: usize, orow: &mut [T]) {
+    for (c, a) in acc.iter().enumerate() {
+        let x0 = ox0 + c * LANES;
+        if x0 >= orow.len() {
+            break;
+        }
+        let n = LANES.min(orow.len() - x0);
+        orow[x0..x0 + n].copy_from_slice(&a[..n]);
     }
 }
 multiversion!(plane_fwd_s1_mv, plane_fwd_s1, (p: &[T], taps: &[(usize, T)], b0: T, g: &ConvGeom, pd: &Padded, o: &mut [T]));
@@ -217,17 +251,27 @@ fn plane_bwd_weight_s1<T: Float>(p: &[T], gp: &[T], g: &ConvGeom, pd: &Padded, g
     let (dy, dx) = (g.dil[0], g.dil[1]);
     for ky in 0..g.kh {
         for kx in 0..g.kw {
-            let mut acc = [T::ZERO; LANES];
+            // Four independent accumulator chains (latency hiding), reduced at the end.
+            let mut acc = [[T::ZERO; LANES]; 4];
+            let n64 = pd.owr / (4 * LANES) * (4 * LANES);
             for oy in 0..g.oh {
-                let prow = &p[(oy + ky * dy) * pd.pw + kx * dx..];
+                let prow = &p[(oy + ky * dy) * pd.pw + kx * dx..][..pd.owr];
                 let grow = &gp[oy * pd.owr..(oy + 1) * pd.owr];
-                for (gc, pc) in grow.chunks_exact(LANES).zip(prow.chunks_exact(LANES)) {
+                for (gc, pc) in grow[..n64].chunks_exact(4 * LANES).zip(prow[..n64].chunks_exact(4 * LANES)) {
+                    for c in 0..4 {
+                        for i in 0..LANES {
+                            acc[c][i] += gc[c * LANES + i] * pc[c * LANES + i];
+                        }
+                    }
+                }
+                for (gc, pc) in grow[n64..].chunks_exact(LANES).zip(prow[n64..].chunks_exact(LANES)) {
                     for i in 0..LANES {
-                        acc[i] += gc[i] * pc[i];
+                        acc[0][i] += gc[i] * pc[i];
                     }
                 }
             }
-            gw[ky * g.kw + kx] += acc.iter().copied().sum::<T>();
+            let acc = acc.iter().flatten().copied().sum::<T>();
+            gw[ky * g.kw + kx] += acc;
         }
     }
 }
