@@ -1,6 +1,6 @@
 //! Optimizer moments keyed by parameter name (so checkpoints survive a rebuilt model).
 
-use spark_engine::{Error, Result, Tensor};
+use spark_engine::{with_float, Error, Result, Tensor};
 use std::collections::BTreeMap;
 
 /// First and second moments per parameter, plus the shared step counter.
@@ -62,7 +62,9 @@ impl Moments {
 pub fn global_grad_norm(grads: &[Option<Tensor>]) -> Result<f64> {
     let mut sq = 0.0f64;
     for g in grads.iter().flatten() {
-        sq += g.to_vec_f64()?.iter().map(|x| x * x).sum::<f64>();
+        // Borrow the storage (no copy) and accumulate in f64.
+        sq += with_float!(g.dtype(), "global_grad_norm", |T| g
+            .with_slice::<T, f64>(|s| s.iter().map(|&x| x.to_f64() * x.to_f64()).sum::<f64>()))?;
     }
     Ok(sq.sqrt())
 }
