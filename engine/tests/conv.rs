@@ -113,6 +113,8 @@ fn conv_cases() -> Vec<(&'static str, [usize; 4], [usize; 4], Conv2dParams)> {
         ("depthwise pad 3 > kernel span", [1, 2, 5, 5], [2, 1, 3, 3], Conv2dParams::new(1, 3).with_groups(2)),
         ("depthwise dilation 2", [1, 2, 7, 7], [2, 1, 3, 3], Conv2dParams::new(1, 2).with_dilation(2).with_groups(2)),
         ("1x1", [2, 5, 4, 3], [3, 5, 1, 1], Conv2dParams::new(1, 0)),
+        ("1x1 single image", [1, 5, 4, 3], [3, 5, 1, 1], Conv2dParams::new(1, 0)),
+        ("1x1 groups 2", [2, 4, 3, 3], [6, 2, 1, 1], Conv2dParams::new(1, 0).with_groups(2)),
         ("1x1 s2", [2, 5, 5, 4], [3, 5, 1, 1], Conv2dParams::new(2, 0)),
         (
             "asymmetric 2x3 s(2,1) p(1,0)",

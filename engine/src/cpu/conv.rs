@@ -153,6 +153,13 @@ fn col2im<T: Float>(col: &[T], ld: usize, g: &ConvGeom, gx: &mut [T]) {
     }
 }
 
+/// Whether the f32 implicit-GEMM path applies: every conv except 1x1/s1/p0 ones on large maps,
+/// whose input planes already are the GEMM operand (on small maps the implicit path still wins
+/// by running one GEMM over the whole batch).
+fn use_implicit(g: &ConvGeom) -> bool {
+    !g.is_pointwise() || (g.l() < implicit::BATCH_BELOW_L && g.n > 1)
+}
+
 /// `out = conv2d(x, w) + bias`, all NCHW, `out` of length `g.out_len()`.
 pub fn conv2d_forward<T: Float>(x: &[T], w: &[T], bias: Option<&[T]>, g: &ConvGeom) -> Vec<T> {
     let mut out = vec![T::ZERO; g.out_len()];
@@ -163,7 +170,7 @@ pub fn conv2d_forward<T: Float>(x: &[T], w: &[T], bias: Option<&[T]>, g: &ConvGe
         conv_dw::forward(x, w, bias, g, &mut out);
         return out;
     }
-    if !g.is_pointwise() {
+    if use_implicit(g) {
         if let (Some(xf), Some(wf), Some(of)) = (as_f32(x), as_f32(w), as_f32_mut(&mut out)) {
             implicit::forward(xf, wf, bias.map(|b| as_f32(b).expect("bias has the input's dtype")), g, of);
             return out;
@@ -206,7 +213,7 @@ pub fn conv2d_backward_input<T: Float>(go: &[T], w: &[T], g: &ConvGeom) -> Vec<T
         conv_dw::backward_input(go, w, g, &mut gx);
         return gx;
     }
-    if !g.is_pointwise() && implicit::input_grad_as_conv(g) {
+    if use_implicit(g) && implicit::input_grad_as_conv(g) {
         if let (Some(gof), Some(wf), Some(gxf)) = (as_f32(go), as_f32(w), as_f32_mut(&mut gx)) {
             implicit::backward_input_stride1(gof, wf, g, gxf);
             return gx;
@@ -264,7 +271,7 @@ pub fn conv2d_backward_weight<T: Float>(x: &[T], go: &[T], g: &ConvGeom) -> Vec<
         conv_dw::backward_weight(x, go, g, &mut gw);
         return gw;
     }
-    if !g.is_pointwise() {
+    if use_implicit(g) {
         let mut gw = vec![T::ZERO; wlen];
         if let (Some(xf), Some(gof), Some(gwf)) = (as_f32(x), as_f32(go), as_f32_mut(&mut gw)) {
             implicit::backward_weight(xf, gof, g, gwf);

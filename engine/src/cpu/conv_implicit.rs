@@ -129,7 +129,7 @@ pub(crate) fn as_f32_mut<T: Float>(s: &mut [T]) -> Option<&mut [f32]> {
 
 /// Maps smaller than this run as one GEMM over the whole batch (N = n*L) so the 48-wide
 /// column panels are filled (a 7x7 map alone would leave half of the second panel empty).
-const BATCH_BELOW_L: usize = 512;
+pub(crate) const BATCH_BELOW_L: usize = 512;
 
 /// Forward convolution into `out` (`g.out_len()`), bias added.
 pub(crate) fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeom, out: &mut [f32]) {
