@@ -1,5 +1,5 @@
 //! CLI errors: one line of what went wrong plus an optional hint, and the exit code
-//! (2 = the command line or config was wrong, 1 = the work itself failed).
+//! (2 = the command line or config was wrong, 1 = the work itself failed, 130 = Ctrl-C).
 
 use std::fmt;
 
@@ -7,6 +7,8 @@ use std::fmt;
 pub enum Kind {
     Usage,
     Runtime,
+    /// Stopped by Ctrl-C after saving its state (exit code 130, the shell convention).
+    Interrupted,
 }
 
 #[derive(Debug)]
@@ -25,6 +27,9 @@ impl CliError {
     pub fn runtime(msg: impl Into<String>) -> Self {
         CliError { kind: Kind::Runtime, msg: msg.into(), hint: None }
     }
+    pub fn interrupted(msg: impl Into<String>) -> Self {
+        CliError { kind: Kind::Interrupted, msg: msg.into(), hint: None }
+    }
     pub fn hint(mut self, h: impl Into<String>) -> Self {
         self.hint = Some(h.into());
         self
@@ -33,6 +38,7 @@ impl CliError {
         match self.kind {
             Kind::Usage => 2,
             Kind::Runtime => 1,
+            Kind::Interrupted => 130,
         }
     }
 }

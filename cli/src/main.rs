@@ -6,6 +6,7 @@ mod cmd;
 mod common;
 mod config;
 mod error;
+mod interrupt;
 mod metrics;
 mod plot;
 mod progress;

@@ -240,3 +240,34 @@ fn info_and_bench_print_their_tables() {
     let o = ok(&spark(&["bench", "gemm", "--sizes", "64,128", "--reps", "1"], &t.0));
     assert!(o.contains("| 128 |") && o.contains("best / naive"), "{o}");
 }
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_saves_a_checkpoint_that_resumes() {
+    let t = Tmp::new("sigint");
+    class_folders(&t.join("data"));
+    let data = t.join("data");
+    let mut args = vec!["pretrain", "--data", data.to_str().unwrap(), "--out", "run", "--steps", "100000"];
+    args.extend_from_slice(TINY);
+    let child = Command::new(BIN).args(&args).current_dir(&t.0).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    // Wait until a few steps are logged, then send SIGINT.
+    let metrics = t.join("run/metrics.jsonl");
+    for _ in 0..600 {
+        if std::fs::read_to_string(&metrics).map(|s| s.lines().count() >= 2).unwrap_or(false) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let st = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(st.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted at step") && err.contains("--resume"), "{err}");
+    assert!(t.join("run/last.safetensors").exists());
+    // The saved state resumes (here: to a short total, so the test ends quickly).
+    let steps = std::fs::read_to_string(&metrics).unwrap().lines().count();
+    let o = spark(&["pretrain", "--resume", "--out", "run", "--steps", &(steps + 1).to_string()], &t.0);
+    let log = ok(&o);
+    assert!(log.contains(&format!("steps {steps}..{}", steps + 1)), "{log}");
+}

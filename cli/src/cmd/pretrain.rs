@@ -423,7 +423,19 @@ pub fn run(a: PretrainArgs, common: crate::common::CommonOpts) -> CliResult<()> 
     let mut stream = loader.stream(start, Some(end));
     let mut last_loss = f64::NAN;
     let mut first_loss = None;
+    crate::interrupt::install();
     while trainer.step < end {
+        if crate::interrupt::requested() {
+            drop(stream);
+            pb.abandon();
+            trainer.save_checkpoint(&ckpt_path)?;
+            write_plot(&metrics_path, &out.join("loss.svg"), &trainer.model.config)?;
+            eprintln!("interrupted at step {} of {total}: wrote {}", trainer.step, ckpt_path.display());
+            return Err(CliError::interrupted(format!(
+                "stopped by Ctrl-C; continue with: spark pretrain --resume --out {}",
+                out.display()
+            )));
+        }
         let step = trainer.step;
         let batch = match stream.next() {
             Some(b) => b?,
