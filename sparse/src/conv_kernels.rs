@@ -202,7 +202,7 @@ pub fn implicit_forward<T: Float>(x: &[T], w: &[T], bias: Option<&[T]>, map: &Ke
 }
 
 /// Weight gradient `[Cout, cig, kh, kw]`: per group `G^T · dY`, with G re-gathered block by
-/// block (cheaper in memory than keeping it from the forward pass) and per-task partial sums.
+/// block (cheaper in memory than keeping it from the forward pass), accumulated into one result.
 pub fn implicit_grad_weight<T: Float>(x: &[T], dy: &[T], map: &KernelMap, d: ConvDims) -> Vec<T> {
     let (n_out, kv, cig, cog) = (map.n_out(), d.kvol, d.cig(), d.cog());
     let mut dw = vec![T::ZERO; d.cout * cig * kv];
