@@ -22,9 +22,7 @@ fn bench_conv(c: &mut Criterion) {
     group.sample_size(10);
     for (name, xs, ws, p) in cases {
         let (x, w, b) = (randn(&xs, 1), randn(&ws, 2), randn(&[ws[0]], 3));
-        group.bench_function(format!("{name}/fwd"), |bch| {
-            bch.iter(|| no_grad(|| x.conv2d(&w, Some(&b), p).unwrap()))
-        });
+        group.bench_function(format!("{name}/fwd"), |bch| bch.iter(|| no_grad(|| x.conv2d(&w, Some(&b), p).unwrap())));
         group.bench_function(format!("{name}/fwd+bwd"), |bch| {
             bch.iter(|| {
                 let y = x.conv2d(&w, Some(&b), p).unwrap();
