@@ -4,8 +4,9 @@
 
 use super::state::{global_grad_norm, Moments};
 use super::{OptimParam, Optimizer, StepInfo};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use spark_engine::{no_grad, with_float, GradStore, Result};
+use spark_engine::{no_grad, with_float, GradStore, Result, Tensor};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LambConfig {
@@ -47,48 +48,15 @@ impl Optimizer for Lamb {
         self.state.step += 1;
         let t = self.state.step as i32;
         let (bc1, bc2) = if c.bias_correction { (1.0 - c.beta1.powi(t), 1.0 - c.beta2.powi(t)) } else { (1.0, 1.0) };
-        no_grad(|| -> Result<()> {
-            for (p, g) in params.iter().zip(&gs) {
-                let Some(g) = g else { continue };
-                let (m, v) = self.state.get_or_init(&p.name, &p.tensor)?;
-                let wd_p = wd * p.wd_scale;
-                let g = g.to_dtype(p.tensor.dtype())?;
-                with_float!(p.tensor.dtype(), "lamb", |T| {
-                    let g = g.to_vec::<T>()?;
-                    let mut u = vec![0f64; g.len()];
-                    let mut inner = Ok(());
-                    m.update::<T>(|m| {
-                        inner = v.update::<T>(|v| {
-                            for i in 0..g.len() {
-                                let gi = g[i].to_f64() / clip;
-                                let mi = c.beta1 * m[i].to_f64() + (1.0 - c.beta1) * gi;
-                                let vi = c.beta2 * v[i].to_f64() + (1.0 - c.beta2) * gi * gi;
-                                m[i] = T::from_f64(mi);
-                                v[i] = T::from_f64(vi);
-                                // Use the stored (rounded) moments, as the PyTorch code does.
-                                let (mi, vi) = (m[i].to_f64(), v[i].to_f64());
-                                u[i] = (mi / bc1) / (vi.sqrt() / bc2.sqrt() + c.eps);
-                            }
-                        });
-                    })?;
-                    inner?;
-                    p.tensor.update::<T>(|w| {
-                        if wd_p != 0.0 {
-                            for (ui, wi) in u.iter_mut().zip(w.iter()) {
-                                *ui += wd_p * wi.to_f64();
-                            }
-                            let wn = w.iter().map(|x| x.to_f64() * x.to_f64()).sum::<f64>().sqrt();
-                            let un = u.iter().map(|x| x * x).sum::<f64>().sqrt();
-                            let r = if wn > 0.0 && un > 0.0 { wn / un } else { 1.0 };
-                            u.iter_mut().for_each(|x| *x *= r);
-                        }
-                        for (wi, ui) in w.iter_mut().zip(&u) {
-                            *wi = T::from_f64(wi.to_f64() - lr * ui);
-                        }
-                    })
-                })?;
-            }
-            Ok(())
+        // Parameters update independently once the clip factor is known: run them in parallel.
+        let mut jobs: Vec<(&OptimParam, Tensor, Tensor, Tensor)> = Vec::with_capacity(params.len());
+        for (p, g) in params.iter().zip(&gs) {
+            let Some(g) = g else { continue };
+            let (m, v) = self.state.get_or_init(&p.name, &p.tensor)?;
+            jobs.push((p, g.clone(), m, v));
+        }
+        jobs.par_iter().try_for_each(|(p, g, m, v)| {
+            no_grad(|| lamb_update(&c, p, g, m, v, clip, (bc1, bc2), lr, wd * p.wd_scale))
         })?;
         Ok(StepInfo { grad_norm: norm })
     }
@@ -99,4 +67,53 @@ impl Optimizer for Lamb {
     fn moments_mut(&mut self) -> &mut Moments {
         &mut self.state
     }
+}
+
+/// One parameter's LAMB update (moments, weight decay, trust ratio, step), in place.
+fn lamb_update(
+    c: &LambConfig,
+    p: &OptimParam,
+    g: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+    clip: f64,
+    (bc1, bc2): (f64, f64),
+    lr: f64,
+    wd_p: f64,
+) -> Result<()> {
+    let g = g.to_dtype(p.tensor.dtype())?;
+    with_float!(p.tensor.dtype(), "lamb", |T| {
+        let g = g.to_vec::<T>()?;
+        let mut u = vec![0f64; g.len()];
+        let mut inner = Ok(());
+        m.update::<T>(|m| {
+            inner = v.update::<T>(|v| {
+                for i in 0..g.len() {
+                    let gi = g[i].to_f64() / clip;
+                    let mi = c.beta1 * m[i].to_f64() + (1.0 - c.beta1) * gi;
+                    let vi = c.beta2 * v[i].to_f64() + (1.0 - c.beta2) * gi * gi;
+                    m[i] = T::from_f64(mi);
+                    v[i] = T::from_f64(vi);
+                    // Use the stored (rounded) moments, as the PyTorch code does.
+                    let (mi, vi) = (m[i].to_f64(), v[i].to_f64());
+                    u[i] = (mi / bc1) / (vi.sqrt() / bc2.sqrt() + c.eps);
+                }
+            });
+        })?;
+        inner?;
+        p.tensor.update::<T>(|w| {
+            if wd_p != 0.0 {
+                for (ui, wi) in u.iter_mut().zip(w.iter()) {
+                    *ui += wd_p * wi.to_f64();
+                }
+                let wn = w.iter().map(|x| x.to_f64() * x.to_f64()).sum::<f64>().sqrt();
+                let un = u.iter().map(|x| x * x).sum::<f64>().sqrt();
+                let r = if wn > 0.0 && un > 0.0 { wn / un } else { 1.0 };
+                u.iter_mut().for_each(|x| *x *= r);
+            }
+            for (wi, ui) in w.iter_mut().zip(&u) {
+                *wi = T::from_f64(wi.to_f64() - lr * ui);
+            }
+        })
+    })
 }
