@@ -3,55 +3,10 @@
 //! for AVX-512 or AVX2 when the CPU has them (runtime dispatch), else for the baseline target.
 
 use super::conv::{dot_lanes, tap_offset, valid_range, ConvGeom};
+use super::isa::{isa, multiversion};
 use super::scratch::with_scratch;
 use crate::Float;
 use rayon::prelude::*;
-
-/// Which instruction set the plane loops were compiled for.
-#[derive(Clone, Copy)]
-enum Isa {
-    #[cfg(target_arch = "x86_64")]
-    Avx512,
-    #[cfg(target_arch = "x86_64")]
-    Avx2,
-    Base,
-}
-
-fn isa() -> Isa {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx512f") {
-            return Isa::Avx512;
-        }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            return Isa::Avx2;
-        }
-    }
-    Isa::Base
-}
-
-/// Defines `$name(isa, args)` that runs the `#[inline(always)]` body `$body` compiled for the
-/// chosen instruction set.
-macro_rules! multiversion {
-    ($name:ident, $body:ident, ($($arg:ident: $ty:ty),*)) => {
-        fn $name<T: Float>(isa: Isa, $($arg: $ty),*) {
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx512f")]
-            unsafe fn v512<T: Float>($($arg: $ty),*) { $body($($arg),*) }
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx2,fma")]
-            unsafe fn v256<T: Float>($($arg: $ty),*) { $body($($arg),*) }
-            match isa {
-                // SAFETY: `isa()` only reports features the CPU has.
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 => unsafe { v512($($arg),*) },
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => unsafe { v256($($arg),*) },
-                Isa::Base => $body($($arg),*),
-            }
-        }
-    };
-}
 
 /// One output plane: `o = bias + sum_taps w[tap] * shifted(x)`.
 #[inline(always)]

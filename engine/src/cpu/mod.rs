@@ -4,5 +4,6 @@ pub mod conv;
 pub mod conv_dw;
 pub mod conv_implicit;
 pub mod gemm;
+pub(crate) mod isa;
 pub mod pool;
 pub mod scratch;

@@ -8,6 +8,7 @@
 //! `with_min_len(usize::MAX)` keeps small tensors on the calling thread.
 
 use crate::autograd::Op;
+use crate::cpu::isa::{isa, multiversion};
 use crate::layout::numel;
 use crate::ops::binary::PAR_THRESHOLD;
 use crate::tensor::check_cpu;
@@ -49,52 +50,6 @@ fn sum2<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> (f64, f64)) -> (f64, f64
 //
 // The inner loops below are `#[inline(always)]` bodies compiled three times (AVX-512, AVX2+FMA,
 // baseline) and picked at run time, as in `cpu/conv_dw.rs`; rayon splitting stays outside them.
-
-/// Which instruction set the leaf loops were compiled for.
-#[derive(Clone, Copy)]
-enum Isa {
-    #[cfg(target_arch = "x86_64")]
-    Avx512,
-    #[cfg(target_arch = "x86_64")]
-    Avx2,
-    Base,
-}
-
-fn isa() -> Isa {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx512f") {
-            return Isa::Avx512;
-        }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            return Isa::Avx2;
-        }
-    }
-    Isa::Base
-}
-
-/// Defines `$name(isa, args) -> ret` running the `#[inline(always)]` `$body` compiled for `isa`.
-macro_rules! multiversion {
-    ($name:ident, $body:ident, ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
-        #[allow(clippy::too_many_arguments)]
-        fn $name<T: Float>(isa: Isa, $($arg: $ty),*) -> $ret {
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx512f")]
-            unsafe fn v512<T: Float>($($arg: $ty),*) -> $ret { $body($($arg),*) }
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx2,fma")]
-            unsafe fn v256<T: Float>($($arg: $ty),*) -> $ret { $body($($arg),*) }
-            match isa {
-                // SAFETY: `isa()` only reports features the CPU has.
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 => unsafe { v512($($arg),*) },
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => unsafe { v256($($arg),*) },
-                Isa::Base => $body($($arg),*),
-            }
-        }
-    };
-}
 
 /// BN segment sums: `(sum d, sum d^2)` with `d = x - k` (stats) or `(sum y, sum y (x - k))`.
 #[inline(always)]
@@ -860,6 +815,7 @@ impl Tensor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu::isa::Isa;
 
     /// Every instruction set this CPU can run, baseline first.
     fn isas() -> Vec<Isa> {
