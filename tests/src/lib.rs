@@ -1,1 +1,2 @@
-//! End-to-end tests live in tests/tests/.
+//! Tests that cross crates live in tests/tests/ (the binary-driving end-to-end tests are in cli/tests/,
+//! where Cargo exposes the built `spark` binary).
