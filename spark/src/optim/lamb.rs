@@ -2,7 +2,7 @@
 //! grad-norm clip inside, Adam moments with bias correction, weight decay added to the update and
 //! the trust ratio ||p||/||u|| applied only to decayed parameters.
 
-use super::state::{global_grad_norm, Moments};
+use super::state::{Moments, StepStart};
 use super::{OptimParam, Optimizer, StepInfo};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -39,24 +39,11 @@ impl Lamb {
 impl Optimizer for Lamb {
     fn step(&mut self, params: &[OptimParam], grads: &GradStore, lr: f64, wd: f64) -> Result<StepInfo> {
         let c = self.config.clone();
-        let gs: Vec<_> = params.iter().map(|p| grads.get(&p.tensor).cloned()).collect();
-        let norm = global_grad_norm(&gs)?;
-        let clip = match c.max_grad_norm {
-            Some(m) => (norm / m).max(1.0),
-            None => 1.0,
-        };
-        self.state.step += 1;
-        let t = self.state.step as i32;
+        let StepStart { jobs, norm, clip, t } = self.state.start_step(params, grads, c.max_grad_norm)?;
         let (bc1, bc2) = if c.bias_correction { (1.0 - c.beta1.powi(t), 1.0 - c.beta2.powi(t)) } else { (1.0, 1.0) };
         // Parameters update independently once the clip factor is known: run them in parallel.
-        let mut jobs: Vec<(&OptimParam, Tensor, Tensor, Tensor)> = Vec::with_capacity(params.len());
-        for (p, g) in params.iter().zip(&gs) {
-            let Some(g) = g else { continue };
-            let (m, v) = self.state.get_or_init(&p.name, &p.tensor)?;
-            jobs.push((p, g.clone(), m, v));
-        }
-        jobs.par_iter().try_for_each(|(p, g, m, v)| {
-            no_grad(|| lamb_update(&c, p, g, m, v, clip, (bc1, bc2), lr, wd * p.wd_scale))
+        jobs.par_iter().try_for_each(|j| {
+            no_grad(|| lamb_update(&c, j.param, &j.grad, &j.m, &j.v, clip, (bc1, bc2), lr, wd * j.param.wd_scale))
         })?;
         Ok(StepInfo { grad_norm: norm })
     }

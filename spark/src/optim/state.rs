@@ -1,6 +1,7 @@
 //! Optimizer moments keyed by parameter name (so checkpoints survive a rebuilt model).
 
-use spark_engine::{with_float, Error, Result, Tensor};
+use super::OptimParam;
+use spark_engine::{with_float, Error, GradStore, Result, Tensor};
 use std::collections::BTreeMap;
 
 /// First and second moments per parameter, plus the shared step counter.
@@ -67,4 +68,47 @@ pub fn global_grad_norm(grads: &[Option<Tensor>]) -> Result<f64> {
             .with_slice::<T, f64>(|s| s.iter().map(|&x| x.to_f64() * x.to_f64()).sum::<f64>()))?;
     }
     Ok(sq.sqrt())
+}
+
+/// One parameter's share of an Adam-family step: the parameter, its gradient and its moments.
+pub struct ParamJob<'a> {
+    pub param: &'a OptimParam,
+    pub grad: Tensor,
+    pub m: Tensor,
+    pub v: Tensor,
+}
+
+/// What every Adam-family step starts with.
+pub struct StepStart<'a> {
+    /// Parameters that received a gradient, with their (created on first use) moments.
+    pub jobs: Vec<ParamJob<'a>>,
+    /// Global L2 norm of all gradients (before clipping).
+    pub norm: f64,
+    /// Divisor that clips the global norm to `max_grad_norm` (1 when no clip applies).
+    pub clip: f64,
+    /// The step count after this step (1 on the first step), for bias correction.
+    pub t: i32,
+}
+
+impl Moments {
+    /// Gathers gradients and moments, computes the global norm and clip factor, and counts the
+    /// step. The per-parameter updates that follow are independent and may run in parallel.
+    pub fn start_step<'a>(
+        &mut self,
+        params: &'a [OptimParam],
+        grads: &GradStore,
+        max_grad_norm: Option<f64>,
+    ) -> Result<StepStart<'a>> {
+        let gs: Vec<_> = params.iter().map(|p| grads.get(&p.tensor).cloned()).collect();
+        let norm = global_grad_norm(&gs)?;
+        let clip = max_grad_norm.map_or(1.0, |m| (norm / m).max(1.0));
+        let mut jobs = Vec::with_capacity(params.len());
+        for (param, g) in params.iter().zip(gs) {
+            let Some(grad) = g else { continue };
+            let (m, v) = self.get_or_init(&param.name, &param.tensor)?;
+            jobs.push(ParamJob { param, grad, m, v });
+        }
+        self.step += 1;
+        Ok(StepStart { jobs, norm, clip, t: self.step as i32 })
+    }
 }
