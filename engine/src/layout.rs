@@ -55,6 +55,60 @@ impl Layout {
         StridedOffsets::new(self)
     }
 
+    /// Copies the viewed elements of `src` into a row-major vector. Dims that the view walks
+    /// contiguously are merged first, so the inner loop copies (stride 1) or fills (stride 0,
+    /// broadcast) whole runs instead of computing an offset per element.
+    pub fn gather<T: Copy>(&self, src: &[T]) -> Vec<T> {
+        let n = self.numel();
+        let mut out = Vec::with_capacity(n);
+        if n == 0 {
+            return out;
+        }
+        // Merge dim d into the previous (outer) one when the previous stride spans it exactly.
+        let (mut shape, mut strides): (Vec<usize>, Vec<usize>) = (vec![], vec![]);
+        for d in 0..self.rank() {
+            if self.shape[d] == 1 {
+                continue;
+            }
+            if let Some(&prev) = strides.last() {
+                if prev == self.strides[d] * self.shape[d] {
+                    let last = shape.len() - 1;
+                    shape[last] *= self.shape[d];
+                    strides[last] = self.strides[d];
+                    continue;
+                }
+            }
+            shape.push(self.shape[d]);
+            strides.push(self.strides[d]);
+        }
+        if shape.is_empty() {
+            out.push(src[self.offset]);
+            return out;
+        }
+        let r = shape.len();
+        let (inner, inner_stride) = (shape[r - 1], strides[r - 1]);
+        let mut index = vec![0usize; r - 1];
+        let mut base = self.offset;
+        for _ in 0..n / inner {
+            match inner_stride {
+                1 => out.extend_from_slice(&src[base..base + inner]),
+                0 => out.extend(std::iter::repeat_n(src[base], inner)),
+                s => out.extend((0..inner).map(|j| src[base + j * s])),
+            }
+            // Odometer over the outer dims.
+            for d in (0..r - 1).rev() {
+                index[d] += 1;
+                base += strides[d];
+                if index[d] < shape[d] {
+                    break;
+                }
+                base -= shape[d] * strides[d];
+                index[d] = 0;
+            }
+        }
+        out
+    }
+
     pub fn permute(&self, dims: &[usize]) -> Result<Layout> {
         let r = self.rank();
         let mut seen = vec![false; r];
@@ -182,6 +236,23 @@ mod tests {
         let offs: Vec<usize> = l.offsets().collect();
         assert_eq!(offs, vec![0, 3, 1, 4, 2, 5]);
         assert!(!l.is_contiguous());
+    }
+    #[test]
+    fn gather_matches_per_element_offsets() {
+        let src: Vec<usize> = (0..200).collect();
+        let views = [
+            Layout::contiguous(&[2, 3, 4]).permute(&[2, 0, 1]).unwrap(),
+            Layout::contiguous(&[3, 1]).expand(&[2, 3, 5]).unwrap(),
+            Layout::contiguous(&[4, 5, 6]).narrow(2, 1, 3).unwrap().narrow(0, 1, 2).unwrap(),
+            Layout::contiguous(&[5, 6]).narrow(1, 2, 2).unwrap().permute(&[1, 0]).unwrap(),
+            Layout::contiguous(&[1]).expand(&[3, 4]).unwrap(),
+            Layout::contiguous(&[]),
+            Layout::contiguous(&[2, 0, 3]),
+        ];
+        for l in views {
+            let want: Vec<usize> = l.offsets().map(|o| src[o]).collect();
+            assert_eq!(l.gather(&src), want, "{l:?}");
+        }
     }
     #[test]
     fn broadcast_rules() {

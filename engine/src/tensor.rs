@@ -280,7 +280,7 @@ impl Tensor {
         if l.is_contiguous() {
             Ok(f(&all[l.offset..l.offset + l.numel()]))
         } else {
-            let v: Vec<T> = l.offsets().map(|o| all[o]).collect();
+            let v: Vec<T> = l.gather(all);
             Ok(f(&v))
         }
     }
@@ -442,7 +442,7 @@ fn clone_inner(a: &TensorInner) -> TensorInner {
 }
 
 fn gather<T: Copy>(v: &[T], l: &Layout) -> Vec<T> {
-    l.offsets().map(|o| v[o]).collect()
+    l.gather(v)
 }
 
 pub(crate) fn check_cpu(device: Device, op: &'static str) -> Result<()> {
