@@ -1,6 +1,7 @@
 //! `spark`: SparK masked-image pretraining of convnets, and everything around it, from the
 //! command line. Run `spark --help`, or just `spark pretrain` for the quick built-in demo.
 
+mod alloc_stats;
 mod checkpoint;
 mod cmd;
 mod common;
@@ -15,6 +16,9 @@ mod progress;
 use clap::{Parser, Subcommand};
 use common::CommonOpts;
 use error::CliResult;
+
+#[global_allocator]
+static ALLOCATOR: alloc_stats::CountingAlloc = alloc_stats::CountingAlloc;
 
 #[derive(Parser, Debug)]
 #[command(

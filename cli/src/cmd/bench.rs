@@ -191,12 +191,16 @@ pub fn run(a: BenchArgs, common: CommonOpts) -> CliResult<()> {
                 "SparK step: {} x{} at {} px, batch {batch}, mask {:.2}, decoder {}",
                 sc.backbone, sc.width_mult, sc.input_size, sc.mask_ratio, sc.decoder_width
             );
-            println!("| encoder | step ms | images/s | vs dense-masked |");
-            println!("|---|---|---|---|");
+            println!(
+                "| encoder | step ms | images/s | vs dense-masked | peak heap MB (model + state: {:.0}) |",
+                crate::alloc_stats::current_bytes() as f64 / 1e6
+            );
+            println!("|---|---|---|---|---|");
             let mut res = Vec::new();
             for mode in [EncoderMode::DenseMasked, EncoderMode::Sparse] {
                 let mut opt = recipe.build_optimizer();
                 let mut r = Rng::new(4);
+                crate::alloc_stats::reset_peak();
                 let t = time(a.reps, || {
                     let mask = model.sample_mask(batch, &mut r)?;
                     let out = model.forward(&x, &mask, mode, &mut r)?;
@@ -206,7 +210,8 @@ pub fn run(a: BenchArgs, common: CommonOpts) -> CliResult<()> {
                 })?;
                 res.push(t);
                 let name = if mode == EncoderMode::Sparse { "sparse" } else { "dense-masked" };
-                println!("| {name} | {:.1} | {:.1} | {:.2}x |", t * 1e3, batch as f64 / t, res[0] / t);
+                let peak_mb = crate::alloc_stats::peak_bytes() as f64 / 1e6;
+                println!("| {name} | {:.1} | {:.1} | {:.2}x | {peak_mb:.0} |", t * 1e3, batch as f64 / t, res[0] / t);
             }
         }
     }
