@@ -5,7 +5,7 @@ use spark_engine::{Conv2dParams, ConvTranspose2dParams, Error, Result, Tensor};
 use crate::feature::{Ctx, FeatureMap};
 use crate::functional as F;
 use crate::init::{Builder, Init};
-use crate::module::{join, Kind, Layer, Module};
+use crate::module::Layer;
 use crate::sparse_api;
 
 /// Weight initialisation of a conv or linear layer.
@@ -68,20 +68,7 @@ impl Conv2d {
     }
 }
 
-impl Module for Conv2d {
-    fn visit(&self, p: &str, f: &mut dyn FnMut(&str, &Tensor, Kind)) {
-        f(&join(p, "weight"), &self.weight, Kind::Param);
-        if let Some(b) = &self.bias {
-            f(&join(p, "bias"), b, Kind::Param);
-        }
-    }
-    fn visit_mut(&mut self, p: &str, f: &mut dyn FnMut(&str, &mut Tensor, Kind)) {
-        f(&join(p, "weight"), &mut self.weight, Kind::Param);
-        if let Some(b) = &mut self.bias {
-            f(&join(p, "bias"), b, Kind::Param);
-        }
-    }
-}
+weight_bias_module!(Conv2d);
 
 impl Layer for Conv2d {
     fn forward(&self, x: &FeatureMap, ctx: &mut Ctx) -> Result<FeatureMap> {
@@ -128,20 +115,7 @@ impl ConvTranspose2d {
     }
 }
 
-impl Module for ConvTranspose2d {
-    fn visit(&self, p: &str, f: &mut dyn FnMut(&str, &Tensor, Kind)) {
-        f(&join(p, "weight"), &self.weight, Kind::Param);
-        if let Some(b) = &self.bias {
-            f(&join(p, "bias"), b, Kind::Param);
-        }
-    }
-    fn visit_mut(&mut self, p: &str, f: &mut dyn FnMut(&str, &mut Tensor, Kind)) {
-        f(&join(p, "weight"), &mut self.weight, Kind::Param);
-        if let Some(b) = &mut self.bias {
-            f(&join(p, "bias"), b, Kind::Param);
-        }
-    }
-}
+weight_bias_module!(ConvTranspose2d);
 
 impl Layer for ConvTranspose2d {
     fn forward(&self, x: &FeatureMap, _ctx: &mut Ctx) -> Result<FeatureMap> {

@@ -5,7 +5,7 @@ use spark_engine::{Error, Result, Tensor};
 use crate::feature::{Ctx, FeatureMap};
 use crate::init::Builder;
 use crate::layers::conv::WeightInit;
-use crate::module::{join, Kind, Layer, Module};
+use crate::module::Layer;
 
 /// weight `[out, in]`, bias `[out]`.
 pub struct Linear {
@@ -45,20 +45,7 @@ impl Linear {
     }
 }
 
-impl Module for Linear {
-    fn visit(&self, p: &str, f: &mut dyn FnMut(&str, &Tensor, Kind)) {
-        f(&join(p, "weight"), &self.weight, Kind::Param);
-        if let Some(b) = &self.bias {
-            f(&join(p, "bias"), b, Kind::Param);
-        }
-    }
-    fn visit_mut(&mut self, p: &str, f: &mut dyn FnMut(&str, &mut Tensor, Kind)) {
-        f(&join(p, "weight"), &mut self.weight, Kind::Param);
-        if let Some(b) = &mut self.bias {
-            f(&join(p, "bias"), b, Kind::Param);
-        }
-    }
-}
+weight_bias_module!(Linear);
 
 impl Layer for Linear {
     fn forward(&self, x: &FeatureMap, _ctx: &mut Ctx) -> Result<FeatureMap> {
