@@ -95,6 +95,16 @@ fn check_geometry(op: &'static str, stride: [usize; 2], dilation: [usize; 2], gr
     Ok(())
 }
 
+/// Bias gradient of a (transposed) conv: `grad_out` `[n, c, spatial]` summed over n and spatial,
+/// or `None` when the bias takes no gradient.
+fn bias_grad<T: Float>(b: &Tensor, go: &Tensor, n: usize, c: usize, spatial: usize) -> Result<Option<Tensor>> {
+    if !b.requires_grad() {
+        return Ok(None);
+    }
+    let v = go.with_slice::<T, _>(|gv| channel_sum(gv, n, c, spatial))?;
+    Ok(Some(Tensor::from_vec(v, b.dims())?))
+}
+
 /// Runs `f` on the row-major data of up to three tensors of dtype `T`.
 fn with3<T: Float, R>(
     a: &Tensor,
@@ -136,12 +146,7 @@ impl Op for Conv2dOp {
             };
             let mut grads = vec![gx, gw];
             if let Some(b) = inputs.get(2) {
-                grads.push(if b.requires_grad() {
-                    let v = go.with_slice::<T, _>(|gv| channel_sum(gv, g.n, g.cout, g.l()))?;
-                    Some(Tensor::from_vec(v, b.dims())?)
-                } else {
-                    None
-                });
+                grads.push(bias_grad::<T>(b, go, g.n, g.cout, g.l())?);
             }
             Ok(grads)
         })
@@ -176,12 +181,7 @@ impl Op for ConvTranspose2dOp {
             };
             let mut grads = vec![gx, gw];
             if let Some(b) = inputs.get(2) {
-                grads.push(if b.requires_grad() {
-                    let v = go.with_slice::<T, _>(|gv| channel_sum(gv, g.n, g.cin, g.h * g.w))?;
-                    Some(Tensor::from_vec(v, b.dims())?)
-                } else {
-                    None
-                });
+                grads.push(bias_grad::<T>(b, go, g.n, g.cin, g.h * g.w)?);
             }
             Ok(grads)
         })
