@@ -1,11 +1,9 @@
 //! BatchNorm over active rows (SparK's SparseBatchNorm2d: BatchNorm1d on the gathered `[N, C]`)
 //! and LayerNorm per active row (SparK's SparseConvNeXtLayerNorm). BatchNorm runs the engine's
-//! `batch_norm` on the features; LayerNorm is a fused differentiable op here.
-//! Statistics accumulate in f64 whatever the feature dtype.
+//! `batch_norm` on the features, LayerNorm its `layer_norm` over the last dim.
 
 use crate::SparseTensor;
-use rayon::prelude::*;
-use spark_engine::{with_float, Error, Float, Op, Result, Tensor};
+use spark_engine::{Error, Result, Tensor};
 
 fn check_param(op: &'static str, what: &str, t: Option<&Tensor>, x: &Tensor, c: usize) -> Result<()> {
     if let Some(t) = t {
@@ -71,110 +69,11 @@ pub fn sparse_layer_norm(
     let (n, c) = (f.dims()[0], f.dims()[1]);
     check_param(op, "weight", weight, f, c)?;
     check_param(op, "bias", bias, f, c)?;
-    let mut inputs = vec![f.clone()];
-    let (wi, bi) = (weight.map(|_| 1), bias.map(|_| 1 + weight.is_some() as usize));
-    inputs.extend(weight.cloned());
-    inputs.extend(bias.cloned());
-    let out = with_float!(f.dtype(), op, |T| {
-        let w = weight.map(|t| t.to_vec::<T>()).transpose()?;
-        let b = bias.map(|t| t.to_vec::<T>()).transpose()?;
-        let mut stats = vec![[0.0f64; 2]; n];
-        let y = f.with_slice(|xs: &[T]| {
-            let mut y = vec![<T>::ZERO; n * c];
-            if c > 0 {
-                y.par_chunks_mut(c).zip(stats.par_iter_mut()).enumerate().with_min_len(64).for_each(
-                    |(r, (row, st))| {
-                        let xr = &xs[r * c..(r + 1) * c];
-                        let (mean, invstd) = row_stats(xr, eps);
-                        *st = [mean, invstd];
-                        for (ch, v) in row.iter_mut().enumerate() {
-                            let mut t = (xr[ch].to_f64() - mean) * invstd;
-                            if let Some(w) = &w {
-                                t *= w[ch].to_f64();
-                            }
-                            if let Some(b) = &b {
-                                t += b[ch].to_f64();
-                            }
-                            *v = <T>::from_f64(t);
-                        }
-                    },
-                );
-            }
-            y
-        })?;
-        Ok(Tensor::from_vec_op(y, &[n, c], inputs, LayerNormOp { stats, wi, bi }))
-    })?;
+    if n == 0 {
+        return Ok(x.clone());
+    }
+    // LayerNorm of each active row over its C channels is the engine's layer_norm over the last dim.
+    let (w, b) = (weight.map(|t| t.reshape(&[c])).transpose()?, bias.map(|t| t.reshape(&[c])).transpose()?);
+    let out = f.layer_norm(1, w.as_ref(), b.as_ref(), eps)?;
     Ok(SparseTensor { features: out, active: x.active.clone() })
-}
-
-fn row_stats<T: Float>(xr: &[T], eps: f64) -> (f64, f64) {
-    let c = xr.len().max(1) as f64;
-    let mean = xr.iter().map(|v| v.to_f64()).sum::<f64>() / c;
-    let var = xr.iter().map(|v| (v.to_f64() - mean).powi(2)).sum::<f64>() / c;
-    (mean, 1.0 / (var + eps).sqrt())
-}
-
-struct LayerNormOp {
-    /// (mean, 1/std) per row.
-    stats: Vec<[f64; 2]>,
-    wi: Option<usize>,
-    bi: Option<usize>,
-}
-
-impl Op for LayerNormOp {
-    fn name(&self) -> &'static str {
-        "sparse_layer_norm"
-    }
-    fn backward(&self, inputs: &[Tensor], _out: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        let x = &inputs[0];
-        let (n, c) = (x.dims()[0], x.dims()[1]);
-        with_float!(g.dtype(), "sparse_layer_norm backward", |T| {
-            let w: Option<Vec<f64>> = self.wi.map(|i| inputs[i].to_vec_f64()).transpose()?;
-            let xs = x.to_vec::<T>()?;
-            let gs = g.contiguous()?.to_vec::<T>()?;
-            let mut dx = vec![<T>::ZERO; n * c];
-            if c > 0 {
-                dx.par_chunks_mut(c).enumerate().with_min_len(64).for_each(|(r, row)| {
-                    let [mean, invstd] = self.stats[r];
-                    let (mut s1, mut s2) = (0.0, 0.0);
-                    for ch in 0..c {
-                        let xh = (xs[r * c + ch].to_f64() - mean) * invstd;
-                        let gh = gs[r * c + ch].to_f64() * w.as_ref().map_or(1.0, |w| w[ch]);
-                        s1 += gh;
-                        s2 += gh * xh;
-                    }
-                    let cf = c as f64;
-                    for (ch, v) in row.iter_mut().enumerate() {
-                        let xh = (xs[r * c + ch].to_f64() - mean) * invstd;
-                        let gh = gs[r * c + ch].to_f64() * w.as_ref().map_or(1.0, |w| w[ch]);
-                        *v = <T>::from_f64(invstd * (gh - s1 / cf - xh * s2 / cf));
-                    }
-                });
-            }
-            let mut grads = vec![if x.requires_grad() { Some(Tensor::from_vec(dx, &[n, c])?) } else { None }];
-            if self.wi.is_some() || self.bi.is_some() {
-                let (sg, sgx) = {
-                    let (mut a, mut b) = (vec![0.0; c], vec![0.0; c]);
-                    for r in 0..n {
-                        let [mean, invstd] = self.stats[r];
-                        for ch in 0..c {
-                            let gv = gs[r * c + ch].to_f64();
-                            a[ch] += gv;
-                            b[ch] += gv * (xs[r * c + ch].to_f64() - mean) * invstd;
-                        }
-                    }
-                    (a, b)
-                };
-                if let Some(i) = self.wi {
-                    let v: Vec<T> = sgx.iter().map(|&v| <T>::from_f64(v)).collect();
-                    grads.push(Some(Tensor::from_vec(v, inputs[i].dims())?));
-                }
-                if let Some(i) = self.bi {
-                    let v: Vec<T> = sg.iter().map(|&v| <T>::from_f64(v)).collect();
-                    grads.push(Some(Tensor::from_vec(v, inputs[i].dims())?));
-                }
-            }
-            Ok(grads)
-        })
-    }
 }
