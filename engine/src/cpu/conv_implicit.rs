@@ -8,7 +8,7 @@ use crate::{DType, Float};
 use rayon::prelude::*;
 
 /// Per im2col row k = (ci, ky, kx): offset of the channel plane and the tap offsets.
-type Tap = (usize, isize, isize);
+pub(crate) type Tap = (usize, isize, isize);
 
 fn taps(g: &ConvGeom) -> Vec<Tap> {
     let mut t = Vec::with_capacity(g.k());
@@ -25,14 +25,20 @@ fn taps(g: &ConvGeom) -> Vec<Tap> {
 /// The im2col matrix `col[K, L]` of one image-group's input planes `x` (`cin_g * h * w`).
 /// With `img_stride > 0` the columns run over several images: column `l` is position `l % L`
 /// of the image at `x[(l / L) * img_stride..]` (batched GEMMs on small maps).
-struct Im2col<'a> {
+pub(crate) struct Im2col<'a> {
     x: &'a [f32],
     g: &'a ConvGeom,
     taps: &'a [Tap],
     img_stride: usize,
 }
 
-impl Im2col<'_> {
+impl<'a> Im2col<'a> {
+    /// Row k reads input position `(oy * stride + taps[k].1, ox * stride + taps[k].2)` of the
+    /// plane at `x[taps[k].0..]`; only `g`'s input/output extents and stride are used.
+    pub(crate) fn new(x: &'a [f32], g: &'a ConvGeom, taps: &'a [Tap], img_stride: usize) -> Self {
+        Im2col { x, g, taps, img_stride }
+    }
+
     /// Writes `col[k][l0..l0+len]` to `dst[t * step]`, t = 0..len.
     #[inline]
     fn row_segment(&self, k: usize, l0: usize, len: usize, dst: &mut [f32], step: usize) {

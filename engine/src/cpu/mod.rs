@@ -3,6 +3,7 @@
 pub mod conv;
 pub mod conv_dw;
 pub mod conv_implicit;
+pub mod conv_transpose;
 pub mod gemm;
 pub(crate) mod isa;
 pub mod pool;

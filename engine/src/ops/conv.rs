@@ -1,4 +1,6 @@
-//! 2-D convolution (NCHW), transposed convolution, and their parameters.
+//! 2-D convolution (NCHW), transposed convolution, and their parameters. Both check shapes here
+//! and run on `cpu::conv` (transposed: `cpu::conv_transpose`); backward of each is the other's
+//! forward plus the shared weight gradient.
 
 /// Geometry of a 2-D convolution (PyTorch `Conv2d` semantics). Index 0 is height, 1 is width.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -61,6 +63,7 @@ impl ConvTranspose2dParams {
 
 use crate::autograd::Op;
 use crate::cpu::conv::{channel_sum, conv2d_backward_input, conv2d_backward_weight, conv2d_forward, ConvGeom};
+use crate::cpu::conv_transpose::conv_transpose2d_forward;
 use crate::tensor::check_cpu;
 use crate::{shape_err, with_float, Error, Float, Result, Tensor};
 
@@ -240,8 +243,11 @@ impl Tensor {
     }
 
     /// 2-D transposed convolution (PyTorch `conv_transpose2d`): input `[N, Cin, H, W]`, weight
-    /// `[Cin, Cout/groups, kh, kw]`, optional bias `[Cout]`. Computed as the adjoint of conv2d
-    /// (GEMM then col2im), never as a convolution over a zero-stuffed input.
+    /// `[Cin, Cout/groups, kh, kw]`, optional bias `[Cout]`. Never a convolution over a
+    /// zero-stuffed input: strided f32 ones run by sub-pixel decomposition (one stride-1 GEMM
+    /// convolution per output phase, e.g. four 2x2 convs for 4x4/s2, written interleaved; see
+    /// `cpu::conv_transpose`); the rest (stride 1, dilated, depthwise, f64) run as conv2d's
+    /// input gradient (at stride 1 a flipped-kernel forward conv, otherwise GEMM then col2im).
     pub fn conv_transpose2d(&self, w: &Tensor, b: Option<&Tensor>, p: ConvTranspose2dParams) -> Result<Tensor> {
         const OP: &str = "conv_transpose2d";
         let x = self;
@@ -302,15 +308,7 @@ impl Tensor {
             groups: p.groups,
         };
         let out = with_float!(x.dtype(), OP, |T| {
-            let v = with3::<T, _>(x, w, b, |xv, wv, bv| {
-                let mut y = conv2d_backward_input(xv, wv, &geom);
-                if let Some(bv) = bv {
-                    for (plane, c) in y.chunks_mut(oh * ow).zip((0..cout).cycle()) {
-                        plane.iter_mut().for_each(|v| *v += bv[c]);
-                    }
-                }
-                y
-            })?;
+            let v = with3::<T, _>(x, w, b, |xv, wv, bv| conv_transpose2d_forward(xv, wv, bv, &geom))?;
             Tensor::from_vec(v, &[n, cout, oh, ow])
         })?;
         let mut inputs = vec![x.clone(), w.clone()];
