@@ -249,6 +249,53 @@ fn conv_transpose2d_forward_matches_naive() {
     }
 }
 
+/// The f32 sub-pixel path (one stride-1 GEMM conv per output phase) against the scatter
+/// definition: every stride 2/3, kernel 2..5, padding 0..2 combination (output_padding, groups,
+/// bias and batch varying with it) on odd sizes, plus maps above and below the batching
+/// threshold and enough channels to span several GEMM blocks.
+#[test]
+fn conv_transpose2d_subpixel_f32_matches_naive() {
+    let mut cases: Vec<(String, [usize; 4], [usize; 4], ConvTranspose2dParams, bool)> = Vec::new();
+    let mut i = 0;
+    for s in [2, 3] {
+        for k in [2, 3, 4, 5] {
+            for pad in [0, 1, 2] {
+                let mut p = ConvTranspose2dParams::new(s, pad);
+                p.output_padding = [i % s, (i + 1) % s];
+                p.groups = 1 + i % 2;
+                let n = [1, 3][i / 2 % 2];
+                let (cin, cout_g) = (2 * p.groups, 3);
+                let name = format!("k{k} s{s} p{pad} op{:?} groups {} n{n}", p.output_padding, p.groups);
+                cases.push((name, [n, cin, 5, 7], [cin, cout_g, k, k], p, i % 3 != 0));
+                i += 1;
+            }
+        }
+    }
+    let p = ConvTranspose2dParams::new(2, 1);
+    let mut g2 = p;
+    g2.groups = 2;
+    let mut asym = ConvTranspose2dParams::new(3, 2);
+    asym.stride = [3, 2];
+    asym.output_padding = [2, 1];
+    cases.extend([
+        ("32->16 9x9 n3 (batched)".into(), [3, 32, 9, 9], [32, 16, 4, 4], p, true),
+        ("32->16 25x23 n1 (per image)".into(), [1, 32, 25, 23], [32, 16, 4, 4], p, false),
+        ("12->10 24x24 n2 (phase L 576, per image)".into(), [2, 12, 24, 24], [12, 10, 4, 4], p, true),
+        ("16->2x9 groups 2 13x11 n3".into(), [3, 16, 13, 11], [16, 9, 4, 4], g2, true),
+        ("asym k5 stride (3,2) op (2,1) 6x9 n2".into(), [2, 4, 6, 9], [4, 5, 5, 5], asym, true),
+    ]);
+    for (i, (name, xs, ws, p, with_bias)) in cases.into_iter().enumerate() {
+        let x = randn(&xs, 80 + i as u64);
+        let w = randn(&ws, 180 + i as u64);
+        let b = with_bias.then(|| randn(&[ws[1] * p.groups], 280 + i as u64));
+        let expect = naive_conv_transpose(&x, &w, b.as_ref(), p);
+        let f32t = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+        let y = f32t(&x).conv_transpose2d(&f32t(&w), b.as_ref().map(f32t).as_ref(), p).unwrap();
+        assert_eq!(y.dims()[2] * y.dims()[3] * y.dims()[1] * xs[0], expect.len(), "{name}");
+        assert_close(&name, &y.to_vec_f64().unwrap(), &expect, 1e-4, 1e-4);
+    }
+}
+
 #[test]
 fn conv_transpose2d_gradcheck() {
     for (i, (name, xs, ws, p)) in convt_cases().into_iter().enumerate() {
