@@ -5,9 +5,10 @@
 //! output multiplied by the output mask. Inactive inputs contribute nothing and inactive outputs
 //! are not stored; active outputs get the bias even when no input in their window is active.
 
+use crate::conv_fused as fused;
 use crate::conv_kernels::{self as k, ConvDims};
 use crate::{KernelGeom, KernelMap, SparseContext, SparseTensor};
-use spark_engine::{with_float, Conv2dParams, Error, Op, Result, Tensor};
+use spark_engine::{with_float, Conv2dParams, DType, Error, Float, Op, Result, Tensor};
 use std::sync::Arc;
 
 /// How a groups == 1 convolution is computed. Both forms give the same numbers.
@@ -89,21 +90,6 @@ fn check_conv(x: &SparseTensor, weight: &Tensor, bias: Option<&Tensor>, p: &Conv
     Ok(geom)
 }
 
-/// The measured choice for groups == 1 (docs/benchmarks.md, section "sparse"): with several
-/// offsets and enough input channels the per-offset rulebook wins on the ResNet 3x3 shapes (its
-/// gathered blocks are K times smaller than the implicit GEMM's `[N, K*Cin]` matrix and stay in
-/// cache, and the centre offset runs without gather or scatter). With one offset (1x1, also
-/// strided) the implicit GEMM is the same GEMM without the scatter-add, and with few input
-/// channels (the 7x7/s2 stem on RGB, Cin = 3) per-offset GEMMs have an inner dimension of 3
-/// and lose badly to one `[N, K*Cin]` GEMM.
-fn auto_kind(map: &KernelMap, d: ConvDims) -> Kind {
-    if map.volume() == 1 || d.cin < 32 {
-        Kind::Implicit
-    } else {
-        Kind::PerOffset
-    }
-}
-
 /// The conv on a feature matrix over a prebuilt kernel map: `x` `[map.n_in(), Cin]` ->
 /// `[map.n_out(), Cout]`. Lower level than `sparse_conv2d` (no context), for benches.
 pub fn conv_features(
@@ -138,9 +124,13 @@ pub fn conv_features(
         Kind::Implicit
     } else {
         match algo {
-            ConvAlgo::Auto => auto_kind(map, d),
+            // The measured choice for groups == 1 (docs/benchmarks.md, section "sparse"): the implicit
+            // GEMM. In f32 it packs its operands straight from the feature rows with the channels as GEMM
+            // rows (`conv_fused`), which beat the per-offset rulebook on every ResNet / ConvNeXt shape
+            // (3x3 64->64 at 56x56, mask 0.6: 32 vs 55 ms fwd+bwd); an identity 1x1 map is one plain GEMM
+            // on the features either way. The per-offset form stays as the classic reference.
+            ConvAlgo::Auto | ConvAlgo::ImplicitGemm => Kind::Implicit,
             ConvAlgo::PerOffset => Kind::PerOffset,
-            ConvAlgo::ImplicitGemm => Kind::Implicit,
         }
     };
     let mut inputs = vec![x.clone(), weight.clone()];
@@ -148,6 +138,12 @@ pub fn conv_features(
         inputs.push(b.clone());
     }
     let n_out = map.n_out();
+    if kind == Kind::Implicit && x.dtype() == DType::F32 && !map.is_identity() {
+        let w = weight.to_vec::<f32>()?;
+        let b = bias.map(|b| b.to_vec::<f32>()).transpose()?;
+        let y = x.with_slice(|xs: &[f32]| fused::forward(xs, &w, b.as_deref(), map, d))?;
+        return Ok(Tensor::from_vec_op(y, &[n_out, cout], inputs, ConvOp { map: map.clone(), d, kind }));
+    }
     with_float!(x.dtype(), op, |T| {
         let w = weight.to_vec::<T>()?;
         let b = bias.map(|b| b.to_vec::<T>()).transpose()?;
@@ -184,8 +180,8 @@ impl Op for ConvOp {
                     let (dx, dw) = match self.kind {
                         Kind::PerOffset => k::per_offset_backward(xs, &w, dy, map, d, want_dx, want_dw),
                         Kind::Implicit => (
-                            if want_dx { k::implicit_grad_input(dy, &w, map, d) } else { Vec::new() },
-                            if want_dw { k::implicit_grad_weight(xs, dy, map, d) } else { Vec::new() },
+                            if want_dx { implicit_grad_input(dy, &w, map, d) } else { Vec::new() },
+                            if want_dw { implicit_grad_weight(xs, dy, map, d) } else { Vec::new() },
                         ),
                         Kind::Depthwise => (
                             if want_dx { k::depthwise_grad_input(dy, &w, map, d.cin) } else { Vec::new() },
@@ -205,5 +201,36 @@ impl Op for ConvOp {
             }
             Ok(grads)
         })
+    }
+}
+
+/// `Some(&[f32])` when `T` is f32: the implicit-GEMM kernels have a fused f32 form.
+fn f32_view<T: Float>(s: &[T]) -> Option<&[f32]> {
+    // SAFETY: T::DTYPE == F32 means T is f32 (Float is implemented for f32 and f64 only).
+    (T::DTYPE == DType::F32).then(|| unsafe { std::slice::from_raw_parts(s.as_ptr() as *const f32, s.len()) })
+}
+
+/// A fused kernel's f32 result as `Vec<T>`; only reached when `T` is f32.
+fn from_f32<T: Float>(v: Vec<f32>) -> Vec<T> {
+    assert_eq!(T::DTYPE, DType::F32, "fused sparse conv kernels are f32 only");
+    let mut v = std::mem::ManuallyDrop::new(v);
+    // SAFETY: T is f32 (checked above), so pointer, length and capacity describe a valid Vec<T>.
+    unsafe { Vec::from_raw_parts(v.as_mut_ptr() as *mut T, v.len(), v.capacity()) }
+}
+
+/// Implicit-GEMM input gradient: fused f32 kernel for stride-1 maps that gather, else the generic
+/// one (an identity 1x1 map is a plain GEMM on the features there).
+fn implicit_grad_input<T: Float>(dy: &[T], w: &[T], map: &KernelMap, d: ConvDims) -> Vec<T> {
+    match (f32_view(dy), f32_view(w), map.geom().stride == [1, 1] && !map.is_identity()) {
+        (Some(dy), Some(w), true) => from_f32(fused::grad_input_stride1(dy, w, map, d)),
+        _ => k::implicit_grad_input(dy, w, map, d),
+    }
+}
+
+/// Implicit-GEMM weight gradient: fused f32 kernel for maps that gather, else the generic one.
+fn implicit_grad_weight<T: Float>(x: &[T], dy: &[T], map: &KernelMap, d: ConvDims) -> Vec<T> {
+    match (f32_view(x), f32_view(dy), !map.is_identity()) {
+        (Some(x), Some(dy), true) => from_f32(fused::grad_weight(x, dy, map, d)),
+        _ => k::implicit_grad_weight(x, dy, map, d),
     }
 }

@@ -17,6 +17,7 @@ mod active;
 pub mod bench;
 mod context;
 mod conv;
+mod conv_fused;
 pub mod conv_kernels;
 mod kmap;
 mod norm;

@@ -303,3 +303,43 @@ fn shape_and_dtype_errors_are_reported() {
     let big = Tensor::zeros(&[2, 3, 5, 5], DType::F32, Default::default()).unwrap();
     assert!(sparse_conv2d(&x, &big, None, Conv2dParams::new(1, 0), &mut ctx).is_err(), "kernel larger than input");
 }
+
+/// The f32 implicit GEMM packs its operands straight from the feature rows (gather fused into
+/// the GEMM's packing). On sets large enough to cross the GEMM's blocking (over 4096 sites,
+/// depth over 384, channel counts that are not multiples of the 8-row tile) it must give what
+/// the materialised f64 path gives, forward and every gradient.
+#[test]
+fn fused_f32_implicit_gemm_matches_f64_on_large_sets() {
+    let mut rng = Rng::new(21);
+    let m = random_mask(&mut rng, 3, 61, 67, 0.4);
+    let set = Arc::new(ActiveSet::from_mask(&m, 3, 61, 67).unwrap());
+    assert!(set.len() > 4096, "set too small to cross a column block: {}", set.len());
+    let cases = [
+        ("3x3 48->24", 48, 24, 3, 1, 1, 1),
+        ("3x3 32->40 groups 2", 32, 40, 3, 1, 1, 2),
+        ("1x1 64->20", 64, 20, 1, 1, 0, 1),
+        ("3x3/s2 16->24", 16, 24, 3, 2, 1, 1),
+    ];
+    for (name, cin, cout, k, s, p, groups) in cases {
+        let xv = randn_vec(&mut rng, set.len() * cin);
+        let wv = randn_vec(&mut rng, cout * (cin / groups) * k * k);
+        let bv = randn_vec(&mut rng, cout);
+        let params = Conv2dParams { stride: [s; 2], padding: [p; 2], dilation: [1; 2], groups };
+        let run = |dtype: DType| {
+            let x = SparseTensor::new(tensor(&xv, &[set.len(), cin], dtype).to_variable(), set.clone()).unwrap();
+            let w = tensor(&wv, &[cout, cin / groups, k, k], dtype).to_variable();
+            let b = tensor(&bv, &[cout], dtype).to_variable();
+            let mut ctx = SparseContext::generic();
+            let y = sparse_conv2d_with(&x, &w, Some(&b), params, &mut ctx, ConvAlgo::ImplicitGemm).unwrap();
+            let n_out = y.features.dims()[0];
+            let gt = tensor(&randn_vec(&mut Rng::new(5), n_out * cout), &[n_out, cout], dtype);
+            let grads = y.features.mul(&gt).unwrap().sum_all().unwrap().backward().unwrap();
+            let g = |t: &Tensor| grads.get(t).unwrap().to_vec_f64().unwrap();
+            [y.features.to_vec_f64().unwrap(), g(&x.features), g(&w), g(&b)]
+        };
+        let (got, want) = (run(DType::F32), run(DType::F64));
+        for (what, (a, b)) in ["forward", "grad input", "grad weight", "grad bias"].iter().zip(got.iter().zip(&want)) {
+            assert_rel(&format!("{name}: {what}"), a, b, 1e-4);
+        }
+    }
+}
