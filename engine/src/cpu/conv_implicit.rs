@@ -39,69 +39,115 @@ impl<'a> Im2col<'a> {
         Im2col { x, g, taps, img_stride }
     }
 
-    /// Writes `col[k][l0..l0+len]` to `dst[t * step]`, t = 0..len.
-    #[inline]
-    fn row_segment(&self, k: usize, l0: usize, len: usize, dst: &mut [f32], step: usize) {
+    /// Splits columns `l0..l0+len` into runs that each lie in one output row (at most
+    /// `MAX_RUNS`; `len` must allow that). Done once per packed block, so the divisions are not
+    /// paid per im2col row.
+    fn runs(&self, l0: usize, len: usize) -> Runs {
         let g = self.g;
-        let (base, offy, offx) = self.taps[k];
-        let (sy, sx) = (g.stride[0], g.stride[1]);
-        let (xlo, xhi) = valid_range(offx, sx, g.w, g.ow);
         let l = g.l();
         let (mut img, r) = if self.img_stride > 0 { (l0 / l, l0 % l) } else { (0, l0) };
         let (mut oy, mut ox) = (r / g.ow, r % g.ow);
+        let mut runs = Runs { n: 0, run: [Run::default(); MAX_RUNS] };
         let mut t = 0;
         while t < len {
             if oy == g.oh {
                 img += 1;
                 oy = 0;
             }
-            let base = base + img * self.img_stride;
-            let seg = (g.ow - ox).min(len - t);
-            let iy = (oy * sy) as isize + offy;
-            if iy < 0 || iy >= g.h as isize {
-                for u in 0..seg {
-                    dst[(t + u) * step] = 0.0;
-                }
-            } else {
-                let row = &self.x[base + iy as usize * g.w..base + (iy as usize + 1) * g.w];
-                // Valid part of this segment: [a, b) in output columns.
-                let end = ox + seg;
-                let a = ox.max(xlo).min(end);
-                let b = end.min(xhi).max(a);
-                if step == 1 && sx == 1 {
-                    let d = &mut dst[t..t + seg];
-                    d[..a - ox].fill(0.0);
-                    if b > a {
-                        let s0 = (a as isize + offx) as usize;
-                        d[a - ox..b - ox].copy_from_slice(&row[s0..s0 + (b - a)]);
-                    }
-                    d[b - ox..].fill(0.0);
-                } else {
-                    for u in 0..a - ox {
-                        dst[(t + u) * step] = 0.0;
-                    }
-                    let s0 = (a * sx) as isize + offx;
-                    for (u, c) in (a - ox..b - ox).enumerate() {
-                        dst[(t + c) * step] = row[(s0 + (u * sx) as isize) as usize];
-                    }
-                    for u in b - ox..seg {
-                        dst[(t + u) * step] = 0.0;
-                    }
-                }
-            }
-            t += seg;
+            let n = (g.ow - ox).min(len - t);
+            runs.run[runs.n] = Run { t, base: img * self.img_stride, oy, ox, len: n };
+            runs.n += 1;
+            t += n;
             ox = 0;
             oy += 1;
         }
+        runs
+    }
+
+    /// Writes im2col row `k` over one run to `dst[(run.t + u) * step]`, u = 0..run.len.
+    #[inline(always)]
+    fn tap_run(&self, k: usize, run: &Run, dst: &mut [f32], step: usize) {
+        let g = self.g;
+        let (plane, offy, offx) = self.taps[k];
+        let (sy, sx) = (g.stride[0], g.stride[1]);
+        let iy = (run.oy * sy) as isize + offy;
+        let (t0, n) = (run.t, run.len);
+        if iy < 0 || iy >= g.h as isize {
+            for u in 0..n {
+                dst[(t0 + u) * step] = 0.0;
+            }
+            return;
+        }
+        let row = &self.x[run.base + plane + iy as usize * g.w..][..g.w];
+        // Output columns [a, b) of this run read inside the input row.
+        let (xlo, xhi) = if sx == 1 {
+            ((-offx).max(0) as usize, (g.w as isize - offx).max(0) as usize)
+        } else {
+            valid_range(offx, sx, g.w, g.ow)
+        };
+        let end = run.ox + n;
+        let a = run.ox.max(xlo).min(end);
+        let b = end.min(xhi).max(a);
+        let (za, zb) = (a - run.ox, b - run.ox);
+        if step == 1 && sx == 1 {
+            let d = &mut dst[t0..t0 + n];
+            d[..za].fill(0.0);
+            if b > a {
+                let s0 = (a as isize + offx) as usize;
+                d[za..zb].copy_from_slice(&row[s0..s0 + (b - a)]);
+            }
+            d[zb..].fill(0.0);
+        } else {
+            for u in (0..za).chain(zb..n) {
+                dst[(t0 + u) * step] = 0.0;
+            }
+            let s0 = (a * sx) as isize + offx;
+            for u in za..zb {
+                // a lies in the valid range, so every index here is inside the row.
+                dst[(t0 + u) * step] = row[(s0 + ((u - za) * sx) as isize) as usize];
+            }
+        }
+    }
+}
+
+/// Most runs one packing call handles at once (a run has at least one column).
+const MAX_RUNS: usize = 64;
+
+/// Consecutive im2col columns in one output row: block columns `t..t+len` are output row `oy`,
+/// columns `ox..ox+len` of the image at `x[base..]`.
+#[derive(Clone, Copy, Default)]
+struct Run {
+    t: usize,
+    base: usize,
+    oy: usize,
+    ox: usize,
+    len: usize,
+}
+
+struct Runs {
+    n: usize,
+    run: [Run; MAX_RUNS],
+}
+
+impl Runs {
+    fn iter(&self) -> impl Iterator<Item = &Run> {
+        self.run[..self.n].iter()
     }
 }
 
 impl PackB for Im2col<'_> {
     fn pack_b(&self, j0: usize, cols: usize, p0: usize, kc: usize, nr: usize, dst: &mut [f32]) {
+        for c0 in (0..cols).step_by(MAX_RUNS) {
+            let runs = self.runs(j0 + c0, MAX_RUNS.min(cols - c0));
+            for p in 0..kc {
+                let row = &mut dst[p * nr + c0..(p + 1) * nr];
+                for run in runs.iter() {
+                    self.tap_run(p0 + p, run, row, 1);
+                }
+            }
+        }
         for p in 0..kc {
-            let row = &mut dst[p * nr..(p + 1) * nr];
-            self.row_segment(p0 + p, j0, cols, row, 1);
-            row[cols..].fill(0.0);
+            dst[p * nr + cols..(p + 1) * nr].fill(0.0);
         }
     }
 }
@@ -111,8 +157,16 @@ struct Im2colT<'a>(Im2col<'a>);
 
 impl PackB for Im2colT<'_> {
     fn pack_b(&self, j0: usize, cols: usize, p0: usize, kc: usize, nr: usize, dst: &mut [f32]) {
-        for j in 0..cols {
-            self.0.row_segment(j0 + j, p0, kc, &mut dst[j..], nr);
+        // Run by run (one output row, a few KiB of the panel), every tap: the strided stores
+        // stay in L1.
+        for q0 in (0..kc).step_by(MAX_RUNS) {
+            let runs = self.0.runs(p0 + q0, MAX_RUNS.min(kc - q0));
+            let block = &mut dst[q0 * nr..];
+            for run in runs.iter() {
+                for j in 0..cols {
+                    self.0.tap_run(j0 + j, run, &mut block[j..], nr);
+                }
+            }
         }
         if cols < nr {
             for p in 0..kc {
