@@ -5,7 +5,7 @@
 //! transposed operands: `col_grad = W^T · grad_out` folded back by col2im, and
 //! `grad_W += grad_out · col^T`. 1x1/stride-1/no-padding convs skip im2col entirely (the input
 //! plane already is `col`). Transposed convolution (`conv_transpose.rs`) uses the input gradient
-//! here as its forward only when it cannot run by sub-pixel decomposition (dilated, depthwise, f64).
+//! here as its forward wherever its sub-pixel form does not apply or measured slower.
 
 use super::conv_dw;
 use super::conv_implicit::{self as implicit, as_f32, as_f32_mut};

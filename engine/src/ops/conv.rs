@@ -244,10 +244,11 @@ impl Tensor {
 
     /// 2-D transposed convolution (PyTorch `conv_transpose2d`): input `[N, Cin, H, W]`, weight
     /// `[Cin, Cout/groups, kh, kw]`, optional bias `[Cout]`. Never a convolution over a
-    /// zero-stuffed input: strided f32 ones run by sub-pixel decomposition (one stride-1 GEMM
-    /// convolution per output phase, e.g. four 2x2 convs for 4x4/s2, written interleaved; see
-    /// `cpu::conv_transpose`); the rest (stride 1, dilated, depthwise, f64) run as conv2d's
-    /// input gradient (at stride 1 a flipped-kernel forward conv, otherwise GEMM then col2im).
+    /// zero-stuffed input: f32 ones on large maps with the kernel a multiple of the stride run
+    /// by sub-pixel decomposition (the stride-phase convolutions, e.g. four 2x2 convs for
+    /// 4x4/s2, as one GEMM over a shared im2col, then a pixel shuffle; see
+    /// `cpu::conv_transpose`); the rest run as conv2d's input gradient (at stride 1 a
+    /// flipped-kernel forward conv, otherwise GEMM then col2im), which measured faster there.
     pub fn conv_transpose2d(&self, w: &Tensor, b: Option<&Tensor>, p: ConvTranspose2dParams) -> Result<Tensor> {
         const OP: &str = "conv_transpose2d";
         let x = self;
