@@ -2,6 +2,8 @@
 //! geometry (stride, padding, dilation, groups, depthwise, 1x1, output_padding), f32 vs f64
 //! agreement on the fast (GEMM / depthwise) kernels, and the PyTorch golden vectors.
 
+use spark_engine::cpu::conv::ConvGeom;
+use spark_engine::cpu::conv_transpose::{subpixel_forward, use_subpixel};
 use spark_engine::testing::{assert_close, gradcheck, GradCheck};
 use spark_engine::{Conv2dParams, ConvTranspose2dParams, DType, Device, Rng, Tensor};
 
@@ -249,13 +251,34 @@ fn conv_transpose2d_forward_matches_naive() {
     }
 }
 
-/// The f32 sub-pixel path (one stride-1 GEMM conv per output phase) against the scatter
-/// definition: every stride 2/3, kernel 2..5, padding 0..2 combination (output_padding, groups,
-/// bias and batch varying with it) on odd sizes, plus maps above and below the batching
-/// threshold and enough channels to span several GEMM blocks.
+/// The conv2d geometry a transposed conv is the adjoint of (what `conv_transpose2d` builds).
+fn adjoint_geom(xs: [usize; 4], ws: [usize; 4], p: ConvTranspose2dParams) -> ConvGeom {
+    ConvGeom {
+        n: xs[0],
+        cin: ws[1] * p.groups,
+        h: p.out_size(0, xs[2], ws[2]).unwrap(),
+        w: p.out_size(1, xs[3], ws[3]).unwrap(),
+        cout: xs[1],
+        kh: ws[2],
+        kw: ws[3],
+        oh: xs[2],
+        ow: xs[3],
+        stride: p.stride,
+        pad: p.padding,
+        dil: p.dilation,
+        groups: p.groups,
+    }
+}
+
+/// The f32 sub-pixel kernel (phases stacked over one shared window im2col, then a pixel
+/// shuffle) against the scatter definition, called directly on every stride 2/3, kernel 2..5,
+/// padding 0..2 combination (output_padding, groups, bias and batch varying with it) on odd
+/// sizes, and through `conv_transpose2d` (which picks it on large maps, the adjoint path
+/// elsewhere) on all of them plus large maps and channel counts spanning several GEMM blocks.
 #[test]
 fn conv_transpose2d_subpixel_f32_matches_naive() {
-    let mut cases: Vec<(String, [usize; 4], [usize; 4], ConvTranspose2dParams, bool)> = Vec::new();
+    // (name, input, weight, params, bias, conv_transpose2d must take the sub-pixel path)
+    let mut cases: Vec<(String, [usize; 4], [usize; 4], ConvTranspose2dParams, bool, bool)> = Vec::new();
     let mut i = 0;
     for s in [2, 3] {
         for k in [2, 3, 4, 5] {
@@ -266,33 +289,41 @@ fn conv_transpose2d_subpixel_f32_matches_naive() {
                 let n = [1, 3][i / 2 % 2];
                 let (cin, cout_g) = (2 * p.groups, 3);
                 let name = format!("k{k} s{s} p{pad} op{:?} groups {} n{n}", p.output_padding, p.groups);
-                cases.push((name, [n, cin, 5, 7], [cin, cout_g, k, k], p, i % 3 != 0));
+                cases.push((name, [n, cin, 5, 7], [cin, cout_g, k, k], p, i % 3 != 0, false));
                 i += 1;
             }
         }
     }
     let p = ConvTranspose2dParams::new(2, 1);
-    let mut g2 = p;
+    let (mut g2, k2, mut s3, mut asym) = (p, ConvTranspose2dParams::new(2, 0), ConvTranspose2dParams::new(3, 1), p);
     g2.groups = 2;
-    let mut asym = ConvTranspose2dParams::new(3, 2);
+    s3.output_padding = [2, 1];
     asym.stride = [3, 2];
+    asym.padding = [2, 1];
     asym.output_padding = [2, 1];
     cases.extend([
-        ("32->16 9x9 n3 (batched)".into(), [3, 32, 9, 9], [32, 16, 4, 4], p, true),
-        ("32->16 25x23 n1 (per image)".into(), [1, 32, 25, 23], [32, 16, 4, 4], p, false),
-        ("12->10 24x24 n2 (phase L 576, per image)".into(), [2, 12, 24, 24], [12, 10, 4, 4], p, true),
-        ("16->2x9 groups 2 13x11 n3".into(), [3, 16, 13, 11], [16, 9, 4, 4], g2, true),
-        ("asym k5 stride (3,2) op (2,1) 6x9 n2".into(), [2, 4, 6, 9], [4, 5, 5, 5], asym, true),
+        ("128->64 9x9 n2 (several GEMM blocks)".into(), [2, 128, 9, 9], [128, 64, 4, 4], p, true, false),
+        ("asym k5 stride (3,2) op (2,1) 6x9 n2".into(), [2, 4, 6, 9], [4, 5, 5, 5], asym, true, false),
+        ("4x4 s2 16->8 33x31 n2".into(), [2, 16, 33, 31], [16, 8, 4, 4], p, true, true),
+        ("4x4 s2 groups 2 32->2x12 32x32".into(), [1, 32, 32, 32], [32, 12, 4, 4], g2, false, true),
+        ("2x2 s2 24->8 40x40".into(), [1, 24, 40, 40], [24, 8, 2, 2], k2, true, true),
+        ("3x3 s3 p1 op (2,1) 12->6 34x34".into(), [1, 12, 34, 34], [12, 6, 3, 3], s3, true, true),
     ]);
-    for (i, (name, xs, ws, p, with_bias)) in cases.into_iter().enumerate() {
+    let f32v = |t: &Tensor| t.to_vec_f64().unwrap().into_iter().map(|v| v as f32).collect::<Vec<f32>>();
+    let f32t = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+    for (i, (name, xs, ws, p, with_bias, large)) in cases.into_iter().enumerate() {
         let x = randn(&xs, 80 + i as u64);
         let w = randn(&ws, 180 + i as u64);
         let b = with_bias.then(|| randn(&[ws[1] * p.groups], 280 + i as u64));
         let expect = naive_conv_transpose(&x, &w, b.as_ref(), p);
-        let f32t = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
-        let y = f32t(&x).conv_transpose2d(&f32t(&w), b.as_ref().map(f32t).as_ref(), p).unwrap();
-        assert_eq!(y.dims()[2] * y.dims()[3] * y.dims()[1] * xs[0], expect.len(), "{name}");
-        assert_close(&name, &y.to_vec_f64().unwrap(), &expect, 1e-4, 1e-4);
+        let g = adjoint_geom(xs, ws, p);
+        assert_eq!(use_subpixel(&g), large, "{name}: path choice");
+        let mut y = vec![f32::NAN; g.in_len()];
+        subpixel_forward(&f32v(&x), &f32v(&w), b.as_ref().map(f32v).as_deref(), &g, &mut y);
+        let y: Vec<f64> = y.into_iter().map(f64::from).collect();
+        assert_close(&format!("{name} (sub-pixel kernel)"), &y, &expect, 1e-4, 1e-4);
+        let yt = f32t(&x).conv_transpose2d(&f32t(&w), b.as_ref().map(f32t).as_ref(), p).unwrap();
+        assert_close(&format!("{name} (conv_transpose2d)"), &yt.to_vec_f64().unwrap(), &expect, 1e-4, 1e-4);
     }
 }
 
