@@ -1,7 +1,7 @@
 //! AdamW (PyTorch semantics: decoupled decay `p *= 1 - lr*wd`, bias-corrected moments), with an
 //! optional global grad-norm clip.
 
-use super::state::{Moments, ParamJob, StepStart};
+use super::state::{Moments, ParamJob, StepStart, CHUNK};
 use super::{OptimParam, Optimizer, StepInfo};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -54,7 +54,8 @@ impl Optimizer for AdamW {
     }
 }
 
-/// One parameter's AdamW update (moments, decoupled decay, step), in place.
+/// One parameter's AdamW update (moments, decoupled decay, step), in place, in the parameter's
+/// dtype as PyTorch computes it.
 fn adamw_update(
     c: &AdamWConfig,
     j: &ParamJob<'_>,
@@ -63,27 +64,24 @@ fn adamw_update(
     lr: f64,
     decay: f64,
 ) -> Result<()> {
-    let (p, m, v) = (&j.param.tensor, &j.m, &j.v);
-    let g = j.grad.to_dtype(p.dtype())?;
-    with_float!(p.dtype(), "adamw", |T| {
-        let g = g.to_vec::<T>()?;
-        let (mut r1, mut r2) = (Ok(()), Ok(()));
-        m.update::<T>(|m| {
-            r1 = v.update::<T>(|v| {
-                r2 = p.update::<T>(|w| {
-                    for i in 0..g.len() {
-                        let gi = g[i].to_f64() / clip;
-                        let mi = c.beta1 * m[i].to_f64() + (1.0 - c.beta1) * gi;
-                        let vi = c.beta2 * v[i].to_f64() + (1.0 - c.beta2) * gi * gi;
-                        m[i] = T::from_f64(mi);
-                        v[i] = T::from_f64(vi);
-                        let denom = vi.sqrt() / bc2.sqrt() + c.eps;
-                        w[i] = T::from_f64(w[i].to_f64() * decay - lr / bc1 * mi / denom);
+    with_float!(j.param.tensor.dtype(), "adamw", |T| {
+        let f = T::from_f64;
+        let (b1, b2, one_b1, one_b2) = (f(c.beta1), f(c.beta2), f(1.0 - c.beta1), f(1.0 - c.beta2));
+        let (inv_clip, inv_sqrt_bc2, eps, step, decay) =
+            (f(1.0 / clip), f(1.0 / bc2.sqrt()), f(c.eps), f(lr / bc1), f(decay));
+        j.with_slices::<T>(|g, m, v, w| {
+            m.par_chunks_mut(CHUNK)
+                .zip(v.par_chunks_mut(CHUNK))
+                .zip(w.par_chunks_mut(CHUNK))
+                .zip(g.par_chunks(CHUNK))
+                .for_each(|(((m, v), w), g)| {
+                    for i in 0..m.len() {
+                        let gi = g[i] * inv_clip;
+                        m[i] = b1 * m[i] + one_b1 * gi;
+                        v[i] = b2 * v[i] + one_b2 * gi * gi;
+                        w[i] = w[i] * decay - step * m[i] / (v[i].sqrt() * inv_sqrt_bc2 + eps);
                     }
                 });
-            });
-        })?;
-        r1?;
-        r2
+        })
     })
 }

@@ -2,11 +2,11 @@
 //! grad-norm clip inside, Adam moments with bias correction, weight decay added to the update and
 //! the trust ratio ||p||/||u|| applied only to decayed parameters.
 
-use super::state::{Moments, StepStart};
+use super::state::{Moments, ParamJob, StepStart, CHUNK};
 use super::{OptimParam, Optimizer, StepInfo};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use spark_engine::{no_grad, with_float, GradStore, Result, Tensor};
+use spark_engine::{no_grad, with_float, Float, GradStore, Result};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LambConfig {
@@ -42,9 +42,8 @@ impl Optimizer for Lamb {
         let StepStart { jobs, norm, clip, t } = self.state.start_step(params, grads, c.max_grad_norm)?;
         let (bc1, bc2) = if c.bias_correction { (1.0 - c.beta1.powi(t), 1.0 - c.beta2.powi(t)) } else { (1.0, 1.0) };
         // Parameters update independently once the clip factor is known: run them in parallel.
-        jobs.par_iter().try_for_each(|j| {
-            no_grad(|| lamb_update(&c, j.param, &j.grad, &j.m, &j.v, clip, (bc1, bc2), lr, wd * j.param.wd_scale))
-        })?;
+        jobs.par_iter()
+            .try_for_each(|j| no_grad(|| lamb_update(&c, j, clip, (bc1, bc2), lr, wd * j.param.wd_scale)))?;
         Ok(StepInfo { grad_norm: norm })
     }
 
@@ -57,50 +56,76 @@ impl Optimizer for Lamb {
 }
 
 /// One parameter's LAMB update (moments, weight decay, trust ratio, step), in place.
-fn lamb_update(
+#[allow(clippy::too_many_arguments)]
+fn lamb_update(c: &LambConfig, j: &ParamJob<'_>, clip: f64, bc: (f64, f64), lr: f64, wd_p: f64) -> Result<()> {
+    with_float!(j.param.tensor.dtype(), "lamb", |T| {
+        j.with_slices::<T>(|g, m, v, w| lamb_kernel(c, g, m, v, w, clip, bc, lr, wd_p))
+    })
+}
+
+/// The element-wise LAMB step in the parameter's dtype, as PyTorch computes it. Pass 1 updates
+/// the moments and (decayed parameters only) sums ||w||^2 and ||u||^2 per chunk; pass 2 applies
+/// `w -= lr * r * u` with `u` recomputed from the stored moments (cheaper than keeping it).
+#[allow(clippy::too_many_arguments)]
+fn lamb_kernel<T: Float>(
     c: &LambConfig,
-    p: &OptimParam,
-    g: &Tensor,
-    m: &Tensor,
-    v: &Tensor,
+    g: &[T],
+    m: &mut [T],
+    v: &mut [T],
+    w: &mut [T],
     clip: f64,
     (bc1, bc2): (f64, f64),
     lr: f64,
-    wd_p: f64,
-) -> Result<()> {
-    let g = g.to_dtype(p.tensor.dtype())?;
-    with_float!(p.tensor.dtype(), "lamb", |T| {
-        let g = g.to_vec::<T>()?;
-        let mut u = vec![0f64; g.len()];
-        let mut inner = Ok(());
-        m.update::<T>(|m| {
-            inner = v.update::<T>(|v| {
-                for i in 0..g.len() {
-                    let gi = g[i].to_f64() / clip;
-                    let mi = c.beta1 * m[i].to_f64() + (1.0 - c.beta1) * gi;
-                    let vi = c.beta2 * v[i].to_f64() + (1.0 - c.beta2) * gi * gi;
-                    m[i] = T::from_f64(mi);
-                    v[i] = T::from_f64(vi);
-                    // Use the stored (rounded) moments, as the PyTorch code does.
-                    let (mi, vi) = (m[i].to_f64(), v[i].to_f64());
-                    u[i] = (mi / bc1) / (vi.sqrt() / bc2.sqrt() + c.eps);
+    wd: f64,
+) {
+    let f = T::from_f64;
+    let (b1, b2, one_b1, one_b2) = (f(c.beta1), f(c.beta2), f(1.0 - c.beta1), f(1.0 - c.beta2));
+    let (inv_clip, inv_bc1, inv_sqrt_bc2, eps, wdt) =
+        (f(1.0 / clip), f(1.0 / bc1), f(1.0 / bc2.sqrt()), f(c.eps), f(wd));
+    let direction = move |m: T, v: T, w: T| m * inv_bc1 / (v.sqrt() * inv_sqrt_bc2 + eps) + wdt * w;
+    let moments = move |g: T, m: &mut T, v: &mut T| {
+        let gi = g * inv_clip;
+        *m = b1 * *m + one_b1 * gi;
+        *v = b2 * *v + one_b2 * gi * gi;
+    };
+    if wd == 0.0 {
+        // No decay: no trust ratio, so one pass does it all.
+        let step = f(lr);
+        m.par_chunks_mut(CHUNK)
+            .zip(v.par_chunks_mut(CHUNK))
+            .zip(w.par_chunks_mut(CHUNK))
+            .zip(g.par_chunks(CHUNK))
+            .for_each(|(((m, v), w), g)| {
+                for i in 0..m.len() {
+                    moments(g[i], &mut m[i], &mut v[i]);
+                    w[i] = w[i] - step * direction(m[i], v[i], w[i]);
                 }
             });
-        })?;
-        inner?;
-        p.tensor.update::<T>(|w| {
-            if wd_p != 0.0 {
-                for (ui, wi) in u.iter_mut().zip(w.iter()) {
-                    *ui += wd_p * wi.to_f64();
-                }
-                let wn = w.iter().map(|x| x.to_f64() * x.to_f64()).sum::<f64>().sqrt();
-                let un = u.iter().map(|x| x * x).sum::<f64>().sqrt();
-                let r = if wn > 0.0 && un > 0.0 { wn / un } else { 1.0 };
-                u.iter_mut().for_each(|x| *x *= r);
+        return;
+    }
+    let sums: Vec<(f64, f64)> = m
+        .par_chunks_mut(CHUNK)
+        .zip(v.par_chunks_mut(CHUNK))
+        .zip(w.par_chunks(CHUNK))
+        .zip(g.par_chunks(CHUNK))
+        .map(|(((m, v), w), g)| {
+            let (mut wn, mut un) = (0.0f64, 0.0f64);
+            for i in 0..m.len() {
+                moments(g[i], &mut m[i], &mut v[i]);
+                let (wi, ui) = (w[i].to_f64(), direction(m[i], v[i], w[i]).to_f64());
+                wn += wi * wi;
+                un += ui * ui;
             }
-            for (wi, ui) in w.iter_mut().zip(&u) {
-                *wi = T::from_f64(wi.to_f64() - lr * ui);
-            }
+            (wn, un)
         })
-    })
+        .collect();
+    let (wn, un) = sums.iter().fold((0.0, 0.0), |(a, b), &(x, y)| (a + x, b + y));
+    let (wn, un) = (wn.sqrt(), un.sqrt());
+    let r = if wn > 0.0 && un > 0.0 { wn / un } else { 1.0 };
+    let step = f(lr * r);
+    w.par_chunks_mut(CHUNK).zip(m.par_chunks(CHUNK)).zip(v.par_chunks(CHUNK)).for_each(|((w, m), v)| {
+        for i in 0..w.len() {
+            w[i] = w[i] - step * direction(m[i], v[i], w[i]);
+        }
+    });
 }

@@ -1,7 +1,8 @@
 //! Optimizer moments keyed by parameter name (so checkpoints survive a rebuilt model).
 
 use super::OptimParam;
-use spark_engine::{with_float, Error, GradStore, Result, Tensor};
+use rayon::prelude::*;
+use spark_engine::{with_float, Error, Float, GradStore, Result, Tensor};
 use std::collections::BTreeMap;
 
 /// First and second moments per parameter, plus the shared step counter.
@@ -63,11 +64,26 @@ impl Moments {
 pub fn global_grad_norm(grads: &[Option<Tensor>]) -> Result<f64> {
     let mut sq = 0.0f64;
     for g in grads.iter().flatten() {
-        // Borrow the storage (no copy) and accumulate in f64.
-        sq += with_float!(g.dtype(), "global_grad_norm", |T| g
-            .with_slice::<T, f64>(|s| s.iter().map(|&x| x.to_f64() * x.to_f64()).sum::<f64>()))?;
+        // Borrow the storage (no copy); f64 partial sums per chunk, added in order.
+        sq += with_float!(g.dtype(), "global_grad_norm", |T| g.with_slice::<T, f64>(|s| {
+            let parts: Vec<f64> = s.par_chunks(CHUNK).map(sum_squares).collect();
+            parts.iter().sum::<f64>()
+        }))?;
     }
     Ok(sq.sqrt())
+}
+
+/// Sum of squares in f64 with eight independent accumulators (so it vectorises).
+fn sum_squares<T: Float>(s: &[T]) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let chunks = s.chunks_exact(8);
+    let rest: f64 = chunks.remainder().iter().map(|x| x.to_f64() * x.to_f64()).sum();
+    for c in chunks {
+        for (a, x) in acc.iter_mut().zip(c) {
+            *a += x.to_f64() * x.to_f64();
+        }
+    }
+    acc.iter().sum::<f64>() + rest
 }
 
 /// One parameter's share of an Adam-family step: the parameter, its gradient and its moments.
@@ -89,6 +105,26 @@ pub struct StepStart<'a> {
     /// The step count after this step (1 on the first step), for bias correction.
     pub t: i32,
 }
+
+impl ParamJob<'_> {
+    /// Runs `f(grad, m, v, param)` on this job's gradient (in the parameter's dtype), moments and
+    /// parameter as slices, the last three writable in place.
+    pub fn with_slices<T: Float>(&self, f: impl FnOnce(&[T], &mut [T], &mut [T], &mut [T])) -> Result<()> {
+        let g = self.grad.to_dtype(self.param.tensor.dtype())?;
+        let (mut r_v, mut r_w) = (Ok(()), Ok(()));
+        g.with_slice(|g: &[T]| {
+            self.m.update::<T>(|m| {
+                r_v = self.v.update::<T>(|v| r_w = self.param.tensor.update::<T>(|w| f(g, m, v, w)));
+            })
+        })??;
+        r_v?;
+        r_w
+    }
+}
+
+/// Elements per parallel task of the optimizers' element-wise passes. Partial sums are kept per
+/// chunk and added in order, so a step is deterministic whatever the thread count or stealing.
+pub const CHUNK: usize = 1 << 15;
 
 impl Moments {
     /// Gathers gradients and moments, computes the global norm and clip factor, and counts the
