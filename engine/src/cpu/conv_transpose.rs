@@ -35,7 +35,8 @@ use rayon::prelude::*;
 /// sub-pixel path. 4x4/s2 transposed convs, batch 16, f32, 2 threads (`examples/convt_timing.rs`):
 /// on 3x3..7x7 inputs the adjoint path is 2-5x faster (its one GEMM runs over the whole batch
 /// with M = Cout*16; the windows add (H+1)(W+1)/HW multiply-adds), on 12x12 and 24x24 it is
-/// 5-10% faster, on 32x32 and 48x48 inputs sub-pixel is 5-10% faster (col2im dominates there).
+/// 5-15% faster, on 32x32 and 48x48 inputs sub-pixel takes 8-9% less CPU time (col2im
+/// dominates the adjoint path there).
 const SUBPIXEL_MIN_WINDOWS: usize = 1024;
 
 /// Whether `conv_transpose2d_forward` runs `g` (f32) by sub-pixel decomposition: strided,
