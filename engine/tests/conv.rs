@@ -4,6 +4,7 @@
 
 use spark_engine::cpu::conv::ConvGeom;
 use spark_engine::cpu::conv_transpose::{subpixel_forward, use_subpixel};
+use spark_engine::cpu::conv_winograd as winograd;
 use spark_engine::testing::{assert_close, gradcheck, GradCheck};
 use spark_engine::{Conv2dParams, ConvTranspose2dParams, DType, Device, Rng, Tensor};
 
@@ -503,4 +504,86 @@ fn cpu_seconds() -> f64 {
         }
     }
     ns as f64 * 1e-9
+}
+
+/// The Winograd F(2x2, 3x3) kernel itself against the naive definition on odd and even sizes,
+/// paddings 0-2, few channels, tile blocks spanning several images, a 1x1 output and a map with
+/// several blocks per image (whatever the dispatch rule would pick).
+#[test]
+fn winograd_kernel_matches_naive() {
+    let cases: [([usize; 4], usize, usize); 8] = [
+        ([2, 3, 13, 10], 4, 1),
+        ([3, 5, 7, 9], 2, 0),
+        ([2, 4, 6, 5], 3, 2),
+        ([5, 16, 4, 4], 20, 1),
+        ([1, 2, 1, 1], 3, 1),
+        ([2, 3, 3, 3], 2, 0),
+        ([2, 48, 61, 30], 40, 1),
+        ([16, 24, 6, 6], 16, 1),
+    ];
+    for (i, (xs, cout, pad)) in cases.into_iter().enumerate() {
+        let p = Conv2dParams::new(1, pad);
+        let x = randn(&xs, 70 + i as u64);
+        let w = randn(&[cout, xs[1], 3, 3], 170 + i as u64);
+        let b = randn(&[cout], 270 + i as u64);
+        let (oh, ow) = (xs[2] + 2 * pad - 2, xs[3] + 2 * pad - 2);
+        let g = ConvGeom {
+            n: xs[0],
+            cin: xs[1],
+            h: xs[2],
+            w: xs[3],
+            cout,
+            kh: 3,
+            kw: 3,
+            oh,
+            ow,
+            stride: [1, 1],
+            pad: [pad, pad],
+            dil: [1, 1],
+            groups: 1,
+        };
+        let f32s = |t: &Tensor| t.to_dtype(DType::F32).unwrap().to_vec::<f32>().unwrap();
+        let mut out = vec![f32::NAN; g.out_len()];
+        winograd::forward(&f32s(&x), &f32s(&w), Some(&f32s(&b)), &g, &mut out);
+        let got: Vec<f64> = out.iter().map(|&v| v as f64).collect();
+        assert_close(
+            &format!("winograd kernel {xs:?} -> {cout} pad {pad}"),
+            &got,
+            &naive_conv(&x, &w, Some(&b), p),
+            1e-4,
+            1e-4,
+        );
+    }
+}
+
+/// conv2d takes Winograd for 3x3 stride-1 convs with 16+ channels on 8x8+ maps, forward and
+/// (as a conv of the output gradient with the flipped kernel) input gradient: f32 against the
+/// f64 path, which never uses it.
+#[test]
+fn winograd_conv2d_f32_matches_f64() {
+    let cases: [([usize; 4], [usize; 4], usize); 3] = [
+        ([2, 16, 13, 10], [24, 16, 3, 3], 1),
+        ([3, 32, 10, 12], [16, 32, 3, 3], 0),
+        ([2, 48, 61, 30], [40, 48, 3, 3], 1),
+    ];
+    for (i, (xs, ws, pad)) in cases.into_iter().enumerate() {
+        let p = Conv2dParams::new(1, pad);
+        let run = |dt: DType| {
+            let x = randn(&xs, 70 + i as u64).to_dtype(dt).unwrap().to_variable();
+            let w = randn(&ws, 170 + i as u64).to_dtype(dt).unwrap().to_variable();
+            let b = randn(&[ws[0]], 270 + i as u64).to_dtype(dt).unwrap().to_variable();
+            let y = x.conv2d(&w, Some(&b), p).unwrap();
+            let go = randn(y.dims(), 370 + i as u64).to_dtype(dt).unwrap();
+            let gr = y.backward_with(&go).unwrap();
+            [
+                y.to_vec_f64().unwrap(),
+                gr.get(&x).unwrap().to_vec_f64().unwrap(),
+                gr.get(&w).unwrap().to_vec_f64().unwrap(),
+            ]
+        };
+        let (g32, g64) = (run(DType::F32), run(DType::F64));
+        for (what, (a, e)) in ["output", "grad_input", "grad_weight"].iter().zip(g32.iter().zip(&g64)) {
+            assert_close(&format!("winograd {xs:?} {ws:?} pad {pad} {what}"), a, e, 1e-4, 1e-4);
+        }
+    }
 }

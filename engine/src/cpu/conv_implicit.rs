@@ -3,6 +3,7 @@
 //! full write + read of the column matrix, which is several times larger than the input.
 
 use super::conv::{tap_offset, valid_range, ConvGeom};
+use super::conv_winograd as winograd;
 use super::gemm::{gemm_packed, MatRef, PackB};
 use crate::{DType, Float};
 use rayon::prelude::*;
@@ -193,6 +194,9 @@ pub(crate) const BATCH_BELOW_L: usize = 512;
 
 /// Forward convolution into `out` (`g.out_len()`), bias added.
 pub(crate) fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeom, out: &mut [f32]) {
+    if winograd::pays_off(g) {
+        return winograd::forward(x, w, bias, g, out);
+    }
     let (cin_g, cout_g, k, l) = (g.cin_g(), g.cout_g(), g.k(), g.l());
     let (img_in, grp_in) = (g.cin * g.h * g.w, cin_g * g.h * g.w);
     let taps = taps(g);

@@ -4,6 +4,7 @@ pub mod conv;
 pub mod conv_dw;
 pub mod conv_implicit;
 pub mod conv_transpose;
+pub mod conv_winograd;
 pub mod gemm;
 pub(crate) mod isa;
 pub mod pool;

@@ -1,0 +1,262 @@
+//! Winograd F(2x2, 3x3) convolution (f32, 3x3, stride 1, groups 1): each 2x2 output tile is
+//! `A^T [ (G g G^T) ⊙ (B^T d B) ] A` over the tile's 4x4 input window `d`, so a 3x3 conv becomes
+//! 16 GEMMs `U_ξ [Cout, Cin] · V_ξ [Cin, tiles]` with 2.25x fewer multiply-adds than im2col.
+//!
+//! Tiles are processed in blocks of whole tile rows: a block's transformed input `V` and GEMM
+//! results `M` stay in cache between the input transform, the GEMMs and the output transform.
+//! Both transforms run along rows of tiles, so their inner loops are contiguous and vectorise:
+//! each input row is split into even and odd columns once, after which the four window columns
+//! of tile `t` are `even[t], odd[t], even[t+1], odd[t+1]`.
+
+use super::conv::ConvGeom;
+use super::gemm::{gemm, MatRef};
+use super::scratch::with_scratch;
+use rayon::prelude::*;
+
+/// Fewest input and output channels for which the transforms pay off.
+const MIN_CHANNELS: usize = 16;
+
+/// Whether this kernel computes `g`: f32 callers with a 3x3 kernel, stride 1, dilation 1, one
+/// group and padding up to 2.
+pub fn fits(g: &ConvGeom) -> bool {
+    g.groups == 1
+        && (g.kh, g.kw) == (3, 3)
+        && g.stride == [1, 1]
+        && g.dil == [1, 1]
+        && g.pad[0] <= 2
+        && g.pad[1] <= 2
+        && g.oh > 0
+        && g.ow > 0
+}
+
+/// Whether convolutions use it (measured against the implicit GEMM, fwd+bwd, 2 threads; see
+/// docs/benchmarks.md): it wins from 16 channels on maps of 8x8 and more whose 2x2 tiles cover
+/// the output with little waste (12x12 384->192: 46 vs 57 ms; 56x56 64->64: 30 vs 37 ms), ties
+/// on 6x6 and loses on odd small maps (7x7 256->256: 12.7 vs 10.8 ms, a third of the tiles'
+/// outputs fall outside the map).
+pub fn pays_off(g: &ConvGeom) -> bool {
+    let tiled = g.oh.div_ceil(2) * g.ow.div_ceil(2) * 4;
+    fits(g) && g.cin >= MIN_CHANNELS && g.cout >= MIN_CHANNELS && g.oh * g.ow >= 64 && tiled * 100 <= g.oh * g.ow * 115
+}
+
+/// `U[co][ξ][ci] = (G g G^T)[ξ]` with `G = [[1,0,0], [½,½,½], [½,-½,½], [0,0,1]]`, in parallel
+/// over output channels (large decoder weights would otherwise take as long as the conv).
+fn transform_weight(w: &[f32], cout: usize, cin: usize) -> Vec<f32> {
+    let mut u = vec![0.0f32; 16 * cout * cin];
+    let lift = |a: f32, b: f32, c: f32| [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c];
+    u.par_chunks_mut(16 * cin).enumerate().for_each(|(co, uc)| {
+        for ci in 0..cin {
+            let k = &w[(co * cin + ci) * 9..][..9];
+            // Columns first (G g), then rows ((G g) G^T).
+            let cols: [[f32; 4]; 3] = std::array::from_fn(|x| lift(k[x], k[3 + x], k[6 + x]));
+            for r in 0..4 {
+                let row = lift(cols[0][r], cols[1][r], cols[2][r]);
+                for (c, &v) in row.iter().enumerate() {
+                    uc[(r * 4 + c) * cin + ci] = v;
+                }
+            }
+        }
+    });
+    u
+}
+
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: blocks own disjoint tile rows, hence disjoint output rows (documented at the write).
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+impl OutPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// Forward convolution into `out` (`g.out_len()`), bias added. Panics unless `fits(g)` and the
+/// slices have the geometry's lengths (callers check shapes first).
+pub fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeom, out: &mut [f32]) {
+    assert!(fits(g), "winograd: unsupported geometry {g:?}");
+    assert_eq!((x.len(), w.len()), (g.in_len(), g.weight_len()), "winograd: input / weight length");
+    let (cin, cout) = (g.cin, g.cout);
+    let u = transform_weight(w, cout, cin);
+    let (th, tw) = (g.oh.div_ceil(2), g.ow.div_ceil(2));
+    let tile_rows = g.n * th;
+    // About 256 KiB of V + M per block, at least one tile row, and enough blocks for every thread.
+    // Small problems (few tiles: the decoder's deep levels) run as one block whose GEMMs split
+    // across threads themselves; a block of a few dozen tiles would leave the GEMM's 48-wide
+    // column panels partly empty.
+    let target_tiles = ((1usize << 16) / (cin + cout)).clamp(192, 512);
+    let threads = rayon::current_num_threads().max(1);
+    let rows_per_block = if tile_rows * tw <= 2 * target_tiles {
+        tile_rows
+    } else {
+        (target_tiles / tw).clamp(1, tile_rows.div_ceil(threads).max(1))
+    };
+    let blocks = tile_rows.div_ceil(rows_per_block);
+    assert_eq!(out.len(), g.out_len(), "winograd: output length");
+    assert!(bias.is_none_or(|b| b.len() == cout), "winograd: bias length");
+    let optr = OutPtr(out.as_mut_ptr());
+    (0..blocks).into_par_iter().for_each(|b| {
+        let r0 = b * rows_per_block;
+        let rows = rows_per_block.min(tile_rows - r0);
+        let tb = rows * tw;
+        with_scratch(16 * (cin + cout) * tb + 2 * (tw + 1), |buf: &mut [f32]| {
+            let (v, rest) = buf.split_at_mut(16 * cin * tb);
+            let (m, line) = rest.split_at_mut(16 * cout * tb);
+            transform_input(x, g, r0, rows, tb, v, line);
+            for xi in 0..16 {
+                gemm(
+                    MatRef { data: &u[xi * cin..], rows: cout, cols: cin, rs: 16 * cin, cs: 1 },
+                    MatRef::new(&v[xi * cin * tb..(xi + 1) * cin * tb], cin, tb),
+                    &mut m[xi * cout * tb..(xi + 1) * cout * tb],
+                    tb,
+                    false,
+                );
+            }
+            transform_output(m, g, bias, r0, rows, tb, optr);
+        });
+    });
+}
+
+/// `V[ξ][ci][tile] = (B^T d B)[ξ]` for the tiles of tile rows `r0..r0+rows`, with
+/// `B^T = [[1,0,-1,0], [0,1,1,0], [0,-1,1,0], [0,1,0,-1]]`. `line` is scratch (>= 2*(tw+1)).
+/// Tile rows overlap by two input rows, so each input row is transformed along x once per
+/// image and channel and then combined down the windows.
+fn transform_input(x: &[f32], g: &ConvGeom, r0: usize, rows: usize, tb: usize, v: &mut [f32], line: &mut [f32]) {
+    let (th, tw) = (g.oh.div_ceil(2), g.ow.div_ceil(2));
+    let (h, cin) = (g.h, g.cin);
+    let py = g.pad[0] as isize;
+    let (even, odd) = line.split_at_mut(tw + 1);
+    // Row-transformed input rows of one image's tile rows: e[row][c][t].
+    let max_rows = 2 * rows.min(th) + 2;
+    let mut e = vec![0.0f32; max_rows * 4 * tw];
+    let mut r = 0;
+    while r < rows {
+        // Tile rows r..r_end of this block lie in image n, tile rows ty0..ty0 + (r_end - r).
+        let (n, ty0) = ((r0 + r) / th, (r0 + r) % th);
+        let r_end = rows.min(r + th - ty0);
+        let iy0 = (2 * ty0) as isize - py;
+        let nrows = 2 * (r_end - r) + 2;
+        for ci in 0..cin {
+            let plane = &x[(n * cin + ci) * h * g.w..(n * cin + ci + 1) * h * g.w];
+            for k in 0..nrows {
+                let iy = iy0 + k as isize;
+                let er = &mut e[k * 4 * tw..(k + 1) * 4 * tw];
+                if iy < 0 || iy >= h as isize {
+                    er.fill(0.0);
+                } else {
+                    let src = &plane[iy as usize * g.w..(iy as usize + 1) * g.w];
+                    split_even_odd(src, g.pad[1], even, odd);
+                    transform_row(even, odd, er, tw);
+                }
+            }
+            for (j, rr) in (r..r_end).enumerate() {
+                let at = |k: usize, c: usize| &e[((2 * j + k) * 4 + c) * tw..((2 * j + k) * 4 + c + 1) * tw];
+                for c in 0..4 {
+                    let (d0, d1, d2, d3) = (at(0, c), at(1, c), at(2, c), at(3, c));
+                    // Rows of B^T applied down the window: V[k][c] for k = 0..4.
+                    let off = |k: usize| ((k * 4 + c) * cin + ci) * tb + rr * tw;
+                    let o = off(0);
+                    for t in 0..tw {
+                        v[o + t] = d0[t] - d2[t];
+                    }
+                    let o = off(1);
+                    for t in 0..tw {
+                        v[o + t] = d1[t] + d2[t];
+                    }
+                    let o = off(2);
+                    for t in 0..tw {
+                        v[o + t] = d2[t] - d1[t];
+                    }
+                    let o = off(3);
+                    for t in 0..tw {
+                        v[o + t] = d1[t] - d3[t];
+                    }
+                }
+            }
+        }
+        r = r_end;
+    }
+}
+
+/// `even[t] = src[2t - pad]`, `odd[t] = src[2t - pad + 1]`, zero outside `src`.
+fn split_even_odd(src: &[f32], pad: usize, even: &mut [f32], odd: &mut [f32]) {
+    let w = src.len() as isize;
+    let pad = pad as isize;
+    let at = |i: isize| if i >= 0 && i < w { src[i as usize] } else { 0.0 };
+    // Interior: 0 <= 2t - pad and 2t - pad + 1 < w.
+    let lo = ((pad + 1) / 2).min(even.len() as isize) as usize;
+    let hi = (((w + pad - 1) / 2).max(lo as isize) as usize).min(even.len());
+    for t in (0..lo).chain(hi..even.len()) {
+        let i = 2 * t as isize - pad;
+        even[t] = at(i);
+        odd[t] = at(i + 1);
+    }
+    let base = (2 * lo as isize - pad) as usize;
+    for (t, pair) in src[base..base + 2 * (hi - lo)].chunks_exact(2).enumerate() {
+        even[lo + t] = pair[0];
+        odd[lo + t] = pair[1];
+    }
+}
+
+/// One input row times B along x: `e[c][t]` for the window columns
+/// `even[t], odd[t], even[t+1], odd[t+1]`.
+#[inline]
+fn transform_row(even: &[f32], odd: &[f32], e: &mut [f32], tw: usize) {
+    let (e0, rest) = e.split_at_mut(tw);
+    let (e1, rest) = rest.split_at_mut(tw);
+    let (e2, e3) = rest.split_at_mut(tw);
+    for t in 0..tw {
+        let (x0, x1, x2, x3) = (even[t], odd[t], even[t + 1], odd[t + 1]);
+        e0[t] = x0 - x2;
+        e1[t] = x1 + x2;
+        e2[t] = x2 - x1;
+        e3[t] = x1 - x3;
+    }
+}
+
+/// `out = A^T M A (+ bias)` with `A^T = [[1,1,1,0], [0,1,-1,-1]]`, for tile rows `r0..r0+rows`.
+fn transform_output(m: &[f32], g: &ConvGeom, bias: Option<&[f32]>, r0: usize, rows: usize, tb: usize, out: OutPtr) {
+    let (th, tw) = (g.oh.div_ceil(2), g.ow.div_ceil(2));
+    let (oh, ow, cout) = (g.oh, g.ow, g.cout);
+    let mut s = vec![0.0f32; 8 * tw];
+    for co in 0..cout {
+        let b0 = bias.map_or(0.0, |b| b[co]);
+        for r in 0..rows {
+            let (n, ty) = ((r0 + r) / th, (r0 + r) % th);
+            let at = |xi: usize| &m[(xi * cout + co) * tb + r * tw..(xi * cout + co) * tb + (r + 1) * tw];
+            // Columns: s0[c] = m0c + m1c + m2c, s1[c] = m1c - m2c - m3c.
+            for c in 0..4 {
+                let (m0, m1, m2, m3) = (at(c), at(4 + c), at(8 + c), at(12 + c));
+                let (s0, s1) = s.split_at_mut(4 * tw);
+                let (s0, s1) = (&mut s0[c * tw..(c + 1) * tw], &mut s1[c * tw..(c + 1) * tw]);
+                for t in 0..tw {
+                    s0[t] = m0[t] + m1[t] + m2[t];
+                    s1[t] = m1[t] - m2[t] - m3[t];
+                }
+            }
+            for dy in 0..2 {
+                let oy = 2 * ty + dy;
+                if oy >= oh {
+                    break;
+                }
+                let sr = &s[dy * 4 * tw..(dy + 1) * 4 * tw];
+                let base = ((n * cout + co) * oh + oy) * ow;
+                // SAFETY: output row (n, co, oy) belongs to tile row (n, ty), which only this
+                // block transforms; base + ow <= out_len since oy < oh.
+                let orow = unsafe { std::slice::from_raw_parts_mut(out.get().add(base), ow) };
+                let (s0, rest) = sr.split_at(tw);
+                let (s1, rest) = rest.split_at(tw);
+                let (s2, s3) = rest.split_at(tw);
+                // Whole tiles in pairs of output columns; an odd width leaves a last half tile.
+                let full = ow / 2;
+                for (t, pair) in orow[..2 * full].chunks_exact_mut(2).enumerate() {
+                    pair[0] = s0[t] + s1[t] + s2[t] + b0;
+                    pair[1] = s1[t] - s2[t] - s3[t] + b0;
+                }
+                if ow % 2 == 1 {
+                    orow[ow - 1] = s0[full] + s1[full] + s2[full] + b0;
+                }
+            }
+        }
+    }
+}
