@@ -22,6 +22,10 @@ pub struct BenchArgs {
     /// Repetitions per measurement (the median is reported).
     #[arg(long, default_value_t = 3, global = true)]
     pub reps: usize,
+    /// Run 3x3 stride-1 dense convs on the implicit GEMM instead of Winograd F(2x2,3x3), e.g. to
+    /// compare sparse convs with the plain im2col dense-masked conv.
+    #[arg(long, global = true)]
+    pub no_winograd: bool,
 }
 
 #[derive(Subcommand, Debug, Clone)]
@@ -90,7 +94,13 @@ fn naive_gemm(a: &[f32], b: &[f32], c: &mut [f32], n: usize) {
 
 pub fn run(a: BenchArgs, common: CommonOpts) -> CliResult<()> {
     setup_threads(common.threads)?;
-    println!("spark bench ({} compute threads; median of {} runs)", compute_threads(), a.reps.max(1));
+    spark_engine::cpu::conv_winograd::set_enabled(!a.no_winograd);
+    println!(
+        "spark bench ({} compute threads; median of {} runs; dense 3x3 convs: {})",
+        compute_threads(),
+        a.reps.max(1),
+        if a.no_winograd { "implicit GEMM" } else { "Winograd" }
+    );
     match a.what {
         BenchWhat::Gemm { sizes } => {
             let paths = available_paths();

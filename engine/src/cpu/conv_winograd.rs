@@ -12,9 +12,23 @@ use super::conv::ConvGeom;
 use super::gemm::{gemm, MatRef};
 use super::scratch::with_scratch;
 use rayon::prelude::*;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Fewest input and output channels for which the transforms pay off.
 const MIN_CHANNELS: usize = 16;
+
+static ENABLED: AtomicBool = AtomicBool::new(true);
+
+/// Switches Winograd on or off for every later conv (on by default). Off, 3x3 convs run on the
+/// implicit GEMM like all others: for benchmarks that compare against the plain im2col path, and
+/// for studying numerics (Winograd's rounding differs slightly).
+pub fn set_enabled(on: bool) {
+    ENABLED.store(on, Ordering::Relaxed);
+}
+
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
 
 /// Whether this kernel computes `g`: f32 callers with a 3x3 kernel, stride 1, dilation 1, one
 /// group and padding up to 2.
@@ -36,7 +50,12 @@ pub fn fits(g: &ConvGeom) -> bool {
 /// outputs fall outside the map).
 pub fn pays_off(g: &ConvGeom) -> bool {
     let tiled = g.oh.div_ceil(2) * g.ow.div_ceil(2) * 4;
-    fits(g) && g.cin >= MIN_CHANNELS && g.cout >= MIN_CHANNELS && g.oh * g.ow >= 64 && tiled * 100 <= g.oh * g.ow * 115
+    enabled()
+        && fits(g)
+        && g.cin >= MIN_CHANNELS
+        && g.cout >= MIN_CHANNELS
+        && g.oh * g.ow >= 64
+        && tiled * 100 <= g.oh * g.ow * 115
 }
 
 /// `U[co][ξ][ci] = (G g G^T)[ξ]` with `G = [[1,0,0], [½,½,½], [½,-½,½], [0,0,1]]`, in parallel
