@@ -14,11 +14,12 @@ use std::sync::Arc;
 /// How a groups == 1 convolution is computed. Both forms give the same numbers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvAlgo {
-    /// Chosen by measured speed (see `docs/benchmarks.md`, section "sparse").
+    /// Chosen by measured speed (see `docs/benchmarks.md`): the implicit GEMM.
     Auto,
     /// Classic rulebook: per kernel offset gather, GEMM `[P_k, Cin] x [Cin, Cout]`, scatter-add.
     PerOffset,
-    /// Gather `[N_out, K*Cin]` along the neighbour table, one GEMM with `[K*Cin, Cout]`.
+    /// Gather `[N_out, K*Cin]` along the neighbour table, one GEMM with `[K*Cin, Cout]`. In f32
+    /// the gather is fused into the GEMM's packing (`conv_fused`); f64 materialises it.
     ImplicitGemm,
 }
 
