@@ -7,6 +7,7 @@
 
 use crate::conv_fused as fused;
 use crate::conv_kernels::{self as k, ConvDims};
+use crate::conv_winograd as winograd;
 use crate::{KernelGeom, KernelMap, SparseContext, SparseTensor};
 use spark_engine::{with_float, Conv2dParams, DType, Error, Float, Op, Result, Tensor};
 use std::sync::Arc;
@@ -142,7 +143,10 @@ pub fn conv_features(
     if kind == Kind::Implicit && x.dtype() == DType::F32 && !map.is_identity() {
         let w = weight.to_vec::<f32>()?;
         let b = bias.map(|b| b.to_vec::<f32>()).transpose()?;
-        let y = x.with_slice(|xs: &[f32]| fused::forward(xs, &w, b.as_deref(), map, d))?;
+        let y = x.with_slice(|xs: &[f32]| match winograd_tiles(map, d) {
+            Some(tiles) => winograd::forward(xs, &w, b.as_deref(), tiles, d.cin, d.cout),
+            None => fused::forward(xs, &w, b.as_deref(), map, d),
+        })?;
         return Ok(Tensor::from_vec_op(y, &[n_out, cout], inputs, ConvOp { map: map.clone(), d, kind }));
     }
     with_float!(x.dtype(), op, |T| {
@@ -205,6 +209,12 @@ impl Op for ConvOp {
     }
 }
 
+/// The Winograd tiles when this conv runs on them: a 3x3 submanifold map, one group, enough
+/// channels (`conv_winograd::pays_off`).
+fn winograd_tiles(map: &KernelMap, d: ConvDims) -> Option<&winograd::WinogradTiles> {
+    map.winograd_tiles().filter(|_| d.groups == 1 && winograd::pays_off(d.cin, d.cout))
+}
+
 /// `Some(&[f32])` when `T` is f32: the implicit-GEMM kernels have a fused f32 form.
 fn f32_view<T: Float>(s: &[T]) -> Option<&[f32]> {
     // SAFETY: T::DTYPE == F32 means T is f32 (Float is implemented for f32 and f64 only).
@@ -223,7 +233,10 @@ fn from_f32<T: Float>(v: Vec<f32>) -> Vec<T> {
 /// one (an identity 1x1 map is a plain GEMM on the features there).
 fn implicit_grad_input<T: Float>(dy: &[T], w: &[T], map: &KernelMap, d: ConvDims) -> Vec<T> {
     match (f32_view(dy), f32_view(w), map.geom().stride == [1, 1] && !map.is_identity()) {
-        (Some(dy), Some(w), true) => from_f32(fused::grad_input_stride1(dy, w, map, d)),
+        (Some(dy), Some(w), true) => from_f32(match winograd_tiles(map, d) {
+            Some(tiles) => winograd::grad_input(dy, w, tiles, d.cin, d.cout),
+            None => fused::grad_input_stride1(dy, w, map, d),
+        }),
         _ => k::implicit_grad_input(dy, w, map, d),
     }
 }

@@ -10,6 +10,7 @@
 //! `reverse` and the per-offset (input row, output row) pair lists of the classic rulebook are
 //! derived lazily from `neighbours`.
 
+use crate::conv_winograd::WinogradTiles;
 use crate::ActiveSet;
 use rayon::prelude::*;
 use spark_engine::{Conv2dParams, Error, Result};
@@ -74,6 +75,8 @@ pub struct KernelMap {
     identity: bool,
     identity_offset: Option<usize>,
     pairs: OnceLock<Vec<Vec<[u32; 2]>>>,
+    /// 3x3 submanifold maps: the active 2x2 tiles for the Winograd kernel.
+    winograd: Option<WinogradTiles>,
 }
 
 impl std::fmt::Debug for KernelMap {
@@ -142,8 +145,11 @@ impl KernelMap {
             && input.len() == output.len()
             && (0..output.len()).into_par_iter().all(|o| neighbours[o * k + centre] == o as i32))
         .then_some(centre);
+        let winograd =
+            (mirrored && geom.kernel == [3, 3] && geom.dilation == [1, 1]).then(|| WinogradTiles::build(output));
         Ok(KernelMap {
             geom,
+            winograd,
             identity_offset,
             n_in: input.len(),
             n_out: output.len(),
@@ -175,6 +181,11 @@ impl KernelMap {
     /// The kernel offset (if any) under which every output row o reads input row o.
     pub fn identity_offset(&self) -> Option<usize> {
         self.identity_offset
+    }
+    /// The active 2x2 tiles of a 3x3 submanifold map (stride 1, padding 1, one set), which the
+    /// Winograd kernel runs on; `None` for every other geometry.
+    pub fn winograd_tiles(&self) -> Option<&WinogradTiles> {
+        self.winograd.as_ref()
     }
     /// `[n_out, K]`: input row read by output row o through offset k, or -1.
     pub fn neighbours(&self) -> &[i32] {

@@ -18,6 +18,7 @@ pub mod bench;
 mod context;
 mod conv;
 mod conv_fused;
+pub mod conv_winograd;
 pub mod conv_kernels;
 mod kmap;
 mod norm;

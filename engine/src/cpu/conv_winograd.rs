@@ -58,9 +58,10 @@ pub fn pays_off(g: &ConvGeom) -> bool {
         && tiled * 100 <= g.oh * g.ow * 115
 }
 
-/// `U[co][ξ][ci] = (G g G^T)[ξ]` with `G = [[1,0,0], [½,½,½], [½,-½,½], [0,0,1]]`, in parallel
+/// `U[co][ξ][ci] = (G g G^T)[ξ]` for a `[cout, cin, 3, 3]` weight, with
+/// `G = [[1,0,0], [½,½,½], [½,-½,½], [0,0,1]]`, in parallel
 /// over output channels (large decoder weights would otherwise take as long as the conv).
-fn transform_weight(w: &[f32], cout: usize, cin: usize) -> Vec<f32> {
+pub fn transform_weight(w: &[f32], cout: usize, cin: usize) -> Vec<f32> {
     let mut u = vec![0.0f32; 16 * cout * cin];
     let lift = |a: f32, b: f32, c: f32| [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c];
     u.par_chunks_mut(16 * cin).enumerate().for_each(|(co, uc)| {

@@ -1,0 +1,227 @@
+//! Tile-sparse Winograd F(2x2, 3x3) for submanifold 3x3 convolution (f32, stride 1, padding 1,
+//! dilation 1, one group).
+//!
+//! The output sites are covered by the 2x2 tiles that hold at least one active site; each tile
+//! reads its 4x4 input window (inactive sites are zeros, which is SparK's semantics), so a
+//! sparse conv costs the dense Winograd's 2.25x fewer multiply-adds on the active tiles only.
+//! SparK's masks are unions of aligned square patches of at least 2x2 sites down to the 1/16
+//! scale, so there almost every tile is fully active. Outputs of a tile that are inactive are
+//! computed and dropped; the kept outputs depend only on their own 3x3 windows, as in the dense
+//! algorithm.
+//!
+//! Layout per block of tiles: `V[ξ][tile][ci]` (each transform row is a contiguous channel
+//! vector), GEMMs `M_ξ [Cout, tiles] = U_ξ [Cout, Cin] · V_ξ^T` with the channels as GEMM rows,
+//! then the output transform over tiles and a scatter into the `[rows, Cout]` features.
+
+use crate::ActiveSet;
+use rayon::prelude::*;
+use spark_engine::cpu::conv_winograd::transform_weight;
+use spark_engine::cpu::gemm::{gemm, MatRef};
+use spark_engine::cpu::scratch::with_scratch;
+
+/// The active 2x2 tiles of one active set: per tile the 16 input rows of its 4x4 window and the
+/// 4 output rows of its sites (-1 where inactive or outside the map).
+#[derive(Debug)]
+pub struct WinogradTiles {
+    n: usize,
+    window: Vec<i32>,
+    outputs: Vec<i32>,
+}
+
+/// Fewest input and output channels for which the transforms pay off.
+const MIN_CHANNELS: usize = 16;
+
+impl WinogradTiles {
+    /// Tiles of a 3x3 / stride 1 / padding 1 submanifold conv on `set` (input = output sites).
+    pub fn build(set: &ActiveSet) -> WinogradTiles {
+        let (h, w) = (set.h(), set.w());
+        let (th, tw) = (h.div_ceil(2), w.div_ceil(2));
+        let grid = set.grid();
+        let mut tile_of = vec![-1i32; set.batch() * th * tw];
+        let mut outputs: Vec<i32> = Vec::new();
+        for (row, &[b, y, x]) in set.coords().iter().enumerate() {
+            let key = (b * th + y / 2) * tw + x / 2;
+            if tile_of[key] < 0 {
+                tile_of[key] = (outputs.len() / 4) as i32;
+                outputs.extend([-1; 4]);
+            }
+            outputs[tile_of[key] as usize * 4 + (y % 2) * 2 + x % 2] = row as i32;
+        }
+        let n = outputs.len() / 4;
+        let mut window = vec![-1i32; n * 16];
+        for (key, &t) in tile_of.iter().enumerate() {
+            if t < 0 {
+                continue;
+            }
+            let (b, ty, tx) = (key / (th * tw), (key / tw) % th, key % tw);
+            for wy in 0..4 {
+                let iy = (2 * ty + wy) as isize - 1;
+                if iy < 0 || iy >= h as isize {
+                    continue;
+                }
+                for wx in 0..4 {
+                    let ix = (2 * tx + wx) as isize - 1;
+                    if ix >= 0 && ix < w as isize {
+                        window[t as usize * 16 + wy * 4 + wx] = grid[(b * h + iy as usize) * w + ix as usize];
+                    }
+                }
+            }
+        }
+        WinogradTiles { n, window, outputs }
+    }
+
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+}
+
+/// Whether a conv with these channel counts takes this kernel (it is also switched off with the
+/// engine's dense Winograd, `spark_engine::cpu::conv_winograd::set_enabled(false)`).
+pub fn pays_off(cin: usize, cout: usize) -> bool {
+    cin >= MIN_CHANNELS && cout >= MIN_CHANNELS && spark_engine::cpu::conv_winograd::enabled()
+}
+
+/// Forward: `y [n_rows, cout]` from `x [n_rows, cin]` and a `[cout, cin, 3, 3]` weight.
+pub fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, tiles: &WinogradTiles, cin: usize, cout: usize) -> Vec<f32> {
+    let u = transform_weight(w, cout, cin);
+    run(x, &u, bias, tiles, cin, cout, x.len() / cin.max(1))
+}
+
+/// Input gradient: the same tile conv of `dy` with the flipped, transposed kernel
+/// (`w'[ci][co][ky][kx] = w[co][ci][2-ky][2-kx]`), since input and output sites coincide.
+pub fn grad_input(dy: &[f32], w: &[f32], tiles: &WinogradTiles, cin: usize, cout: usize) -> Vec<f32> {
+    let mut wf = vec![0.0f32; w.len()];
+    for co in 0..cout {
+        for ci in 0..cin {
+            for k in 0..9 {
+                wf[(ci * cout + co) * 9 + k] = w[(co * cin + ci) * 9 + 8 - k];
+            }
+        }
+    }
+    let u = transform_weight(&wf, cin, cout);
+    run(dy, &u, None, tiles, cout, cin, dy.len() / cout.max(1))
+}
+
+#[derive(Clone, Copy)]
+struct RowPtr(*mut f32);
+// SAFETY: every output row belongs to exactly one tile and tiles to one block, so parallel
+// blocks write disjoint rows.
+unsafe impl Send for RowPtr {}
+unsafe impl Sync for RowPtr {}
+impl RowPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// Non-zeros of the rows of `B^T = [[1,0,-1,0], [0,1,1,0], [0,-1,1,0], [0,1,0,-1]]`.
+const BT: [[(usize, f32); 2]; 4] =
+    [[(0, 1.0), (2, -1.0)], [(1, 1.0), (2, 1.0)], [(1, -1.0), (2, 1.0)], [(1, 1.0), (3, -1.0)]];
+
+fn run(
+    x: &[f32],
+    u: &[f32],
+    bias: Option<&[f32]>,
+    tiles: &WinogradTiles,
+    cin: usize,
+    cout: usize,
+    rows: usize,
+) -> Vec<f32> {
+    let mut y = vec![0.0f32; rows * cout];
+    if tiles.n == 0 || cin == 0 || cout == 0 {
+        if let Some(b) = bias {
+            y.chunks_mut(cout.max(1)).for_each(|r| r.copy_from_slice(&b[..r.len()]));
+        }
+        return y;
+    }
+    let target = ((1usize << 16) / (cin + cout)).clamp(48, 512) / 48 * 48;
+    let threads = rayon::current_num_threads().max(1);
+    let blocks = tiles.n.div_ceil(target).div_ceil(threads) * threads;
+    let per_block = tiles.n.div_ceil(blocks);
+    let yptr = RowPtr(y.as_mut_ptr());
+    let zeros = vec![0.0f32; cin];
+    (0..tiles.n.div_ceil(per_block)).into_par_iter().for_each(|blk| {
+        let t0 = blk * per_block;
+        let nt = per_block.min(tiles.n - t0);
+        with_scratch(16 * nt * (cin + cout), |buf: &mut [f32]| {
+            let (v, m) = buf.split_at_mut(16 * nt * cin);
+            // V[ξ][t][c] = (B^T d B)[ξ]: each component is a signed sum of four window rows.
+            for t in 0..nt {
+                let win = &tiles.window[(t0 + t) * 16..(t0 + t + 1) * 16];
+                let d = |k: usize| {
+                    if win[k] >= 0 {
+                        &x[win[k] as usize * cin..(win[k] as usize + 1) * cin]
+                    } else {
+                        &zeros[..]
+                    }
+                };
+                for (i, bi) in BT.iter().enumerate() {
+                    for (j, bj) in BT.iter().enumerate() {
+                        let ((a0, s0), (a1, s1)) = (bi[0], bi[1]);
+                        let ((b0, r0), (b1, r1)) = (bj[0], bj[1]);
+                        let (p, q, r, s) = (d(a0 * 4 + b0), d(a0 * 4 + b1), d(a1 * 4 + b0), d(a1 * 4 + b1));
+                        let (cp, cq, cr, cs) = (s0 * r0, s0 * r1, s1 * r0, s1 * r1);
+                        let dst = &mut v[((i * 4 + j) * nt + t) * cin..((i * 4 + j) * nt + t + 1) * cin];
+                        for c in 0..cin {
+                            dst[c] = cp * p[c] + cq * q[c] + cr * r[c] + cs * s[c];
+                        }
+                    }
+                }
+            }
+            for xi in 0..16 {
+                gemm(
+                    MatRef { data: &u[xi * cin..], rows: cout, cols: cin, rs: 16 * cin, cs: 1 },
+                    MatRef { data: &v[xi * nt * cin..(xi + 1) * nt * cin], rows: cin, cols: nt, rs: 1, cs: cin },
+                    &mut m[xi * cout * nt..(xi + 1) * cout * nt],
+                    nt,
+                    false,
+                );
+            }
+            output_transform(m, &tiles.outputs[t0 * 4..(t0 + nt) * 4], bias, cout, nt, yptr);
+        });
+    });
+    y
+}
+
+/// `Y = A^T M A (+ bias)`, `A^T = [[1,1,1,0], [0,1,-1,-1]]`, vectorised over the block's tiles,
+/// each kept output scattered to its feature row.
+fn output_transform(m: &[f32], outputs: &[i32], bias: Option<&[f32]>, cout: usize, nt: usize, y: RowPtr) {
+    let mut s = vec![0.0f32; 8 * nt];
+    let mut o = vec![0.0f32; 4 * nt];
+    for co in 0..cout {
+        let at = |xi: usize| &m[(xi * cout + co) * nt..(xi * cout + co + 1) * nt];
+        for b in 0..4 {
+            let (m0, m1, m2, m3) = (at(b), at(4 + b), at(8 + b), at(12 + b));
+            let (s0, s1) = s.split_at_mut(4 * nt);
+            let (s0, s1) = (&mut s0[b * nt..(b + 1) * nt], &mut s1[b * nt..(b + 1) * nt]);
+            for t in 0..nt {
+                s0[t] = m0[t] + m1[t] + m2[t];
+                s1[t] = m1[t] - m2[t] - m3[t];
+            }
+        }
+        for p in 0..2 {
+            let sp = &s[p * 4 * nt..(p + 1) * 4 * nt];
+            let (o0, o1) = o[p * 2 * nt..(p + 1) * 2 * nt].split_at_mut(nt);
+            for t in 0..nt {
+                let (a, b, c, d) = (sp[t], sp[nt + t], sp[2 * nt + t], sp[3 * nt + t]);
+                o0[t] = a + b + c;
+                o1[t] = b - c - d;
+            }
+        }
+        let b0 = bias.map_or(0.0, |b| b[co]);
+        for t in 0..nt {
+            for k in 0..4 {
+                let row = outputs[t * 4 + k];
+                if row >= 0 {
+                    // SAFETY: row < rows (it indexes the feature matrix y was sized for) and
+                    // belongs to this block's tile t only (see RowPtr).
+                    unsafe { *y.get().add(row as usize * cout + co) = o[k * nt + t] + b0 };
+                }
+            }
+        }
+    }
+}
