@@ -210,9 +210,11 @@ impl Op for ConvOp {
 }
 
 /// The Winograd tiles when this conv runs on them: a 3x3 submanifold map, one group, enough
-/// channels (`conv_winograd::pays_off`).
+/// channels (`conv_winograd::pays_off`), and tiles that are mostly active (scattered sites, or
+/// odd 3x3 maps, would pay for up to four outputs per kept one).
 fn winograd_tiles(map: &KernelMap, d: ConvDims) -> Option<&winograd::WinogradTiles> {
-    map.winograd_tiles().filter(|_| d.groups == 1 && winograd::pays_off(d.cin, d.cout))
+    map.winograd_tiles()
+        .filter(|t| d.groups == 1 && winograd::pays_off(d.cin, d.cout) && t.len() * 4 * 5 <= map.n_out() * 7)
 }
 
 /// `Some(&[f32])` when `T` is f32: the implicit-GEMM kernels have a fused f32 form.

@@ -378,4 +378,9 @@ fn winograd_submanifold_matches_dense_masked() {
     let set = Arc::new(ActiveSet::from_patch_mask(&patch, 2, 7, 7, 4).unwrap());
     let mut ctx = SparseContext::generic();
     check_case(&mut rng, &set, &mut ctx, 24, 16, geo(3, 1, 1), DType::F32, ConvAlgo::Auto, "winograd patch mask");
+    // Enough tiles for several blocks per thread.
+    let patch: Vec<bool> = (0..3 * 196).map(|_| rng.uniform() < 0.4).collect();
+    let set = Arc::new(ActiveSet::from_patch_mask(&patch, 3, 14, 14, 4).unwrap());
+    let mut ctx = SparseContext::generic();
+    check_case(&mut rng, &set, &mut ctx, 48, 40, geo(3, 1, 1), DType::F32, ConvAlgo::Auto, "winograd large");
 }
