@@ -202,26 +202,41 @@ pub fn run(a: BenchArgs, common: CommonOpts) -> CliResult<()> {
                 sc.backbone, sc.width_mult, sc.input_size, sc.mask_ratio, sc.decoder_width
             );
             println!(
-                "| encoder | step ms | images/s | vs dense-masked | peak heap MB (model + state: {:.0}) |",
+                "| encoder | step ms | images/s | vs dense-masked | fwd / bwd / optimizer ms | peak heap MB (model + state: {:.0}) |",
                 crate::alloc_stats::current_bytes() as f64 / 1e6
             );
-            println!("|---|---|---|---|---|");
+            println!("|---|---|---|---|---|---|");
             let mut res = Vec::new();
             for mode in [EncoderMode::DenseMasked, EncoderMode::Sparse] {
                 let mut opt = recipe.build_optimizer();
                 let mut r = Rng::new(4);
                 crate::alloc_stats::reset_peak();
+                // Phase times of every timed step (the warm-up's are dropped below).
+                let mut phases: Vec<[f64; 3]> = Vec::new();
                 let t = time(a.reps, || {
+                    let t0 = Instant::now();
                     let mask = model.sample_mask(batch, &mut r)?;
                     let out = model.forward(&x, &mask, mode, &mut r)?;
+                    let t1 = Instant::now();
                     let g = out.loss.backward()?;
+                    let t2 = Instant::now();
                     opt.step(&params, &g, 1e-4, 0.04)?;
+                    phases.push([t1 - t0, t2 - t1, t2.elapsed()].map(|d| d.as_secs_f64() * 1e3));
                     Ok(())
                 })?;
                 res.push(t);
                 let name = if mode == EncoderMode::Sparse { "sparse" } else { "dense-masked" };
                 let peak_mb = crate::alloc_stats::peak_bytes() as f64 / 1e6;
-                println!("| {name} | {:.1} | {:.1} | {:.2}x | {peak_mb:.0} |", t * 1e3, batch as f64 / t, res[0] / t);
+                let phase = |i: usize| median(phases.iter().skip(1).map(|p| p[i]).collect());
+                println!(
+                    "| {name} | {:.1} | {:.1} | {:.2}x | {:.0} / {:.0} / {:.0} | {peak_mb:.0} |",
+                    t * 1e3,
+                    batch as f64 / t,
+                    res[0] / t,
+                    phase(0),
+                    phase(1),
+                    phase(2)
+                );
             }
         }
     }
