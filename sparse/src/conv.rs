@@ -140,7 +140,9 @@ pub fn conv_features(
         inputs.push(b.clone());
     }
     let n_out = map.n_out();
-    if kind == Kind::Implicit && x.dtype() == DType::F32 && !map.is_identity() {
+    // f32 forward: channel-major fused GEMM, also for identity 1x1 maps, whose plain GEMM would
+    // have Cout (often 64) as its column dimension and leave a third of the tiles empty.
+    if kind == Kind::Implicit && x.dtype() == DType::F32 {
         let w = weight.to_vec::<f32>()?;
         let b = bias.map(|b| b.to_vec::<f32>()).transpose()?;
         let y = x.with_slice(|xs: &[f32]| match winograd_tiles(map, d) {
