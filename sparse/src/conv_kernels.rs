@@ -6,23 +6,11 @@
 use crate::KernelMap;
 use rayon::prelude::*;
 use spark_engine::cpu::gemm::{gemm, MatRef};
+use spark_engine::cpu::SyncPtr;
 use spark_engine::Float;
 
 /// Rows per rayon task for memory-bound row loops.
 const ROWS_PER_TASK: usize = 64;
-
-/// A raw pointer that rayon tasks may share when each writes disjoint rows.
-#[derive(Clone, Copy)]
-struct SyncPtr<T>(*mut T);
-// SAFETY: only used where every task writes a distinct set of rows (documented at each use).
-unsafe impl<T> Send for SyncPtr<T> {}
-unsafe impl<T> Sync for SyncPtr<T> {}
-impl<T> SyncPtr<T> {
-    /// A method (not field access) so closures capture the whole `Sync` wrapper.
-    fn get(self) -> *mut T {
-        self.0
-    }
-}
 
 /// Geometry shared by the kernels of one conv call.
 #[derive(Clone, Copy, Debug)]

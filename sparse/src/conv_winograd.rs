@@ -15,9 +15,10 @@
 
 use crate::ActiveSet;
 use rayon::prelude::*;
-use spark_engine::cpu::conv_winograd::transform_weight;
+use spark_engine::cpu::conv_winograd::{output_rows, transform_weight};
 use spark_engine::cpu::gemm::{gemm, MatRef};
 use spark_engine::cpu::scratch::with_scratch;
+use spark_engine::cpu::SyncPtr;
 
 /// The active 2x2 tiles of one active set: per tile the 16 input rows of its 4x4 window and the
 /// 4 output rows of its sites (-1 where inactive or outside the map).
@@ -106,18 +107,6 @@ pub fn grad_input(dy: &[f32], w: &[f32], tiles: &WinogradTiles, cin: usize, cout
     run(dy, &u, None, tiles, cout, cin, dy.len() / cout.max(1))
 }
 
-#[derive(Clone, Copy)]
-struct RowPtr(*mut f32);
-// SAFETY: every output row belongs to exactly one tile and tiles to one block, so parallel
-// blocks write disjoint rows.
-unsafe impl Send for RowPtr {}
-unsafe impl Sync for RowPtr {}
-impl RowPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-
 /// Non-zeros of the rows of `B^T = [[1,0,-1,0], [0,1,1,0], [0,-1,1,0], [0,1,0,-1]]`.
 const BT: [[(usize, f32); 2]; 4] =
     [[(0, 1.0), (2, -1.0)], [(1, 1.0), (2, 1.0)], [(1, -1.0), (2, 1.0)], [(1, 1.0), (3, -1.0)]];
@@ -142,7 +131,9 @@ fn run(
     let threads = rayon::current_num_threads().max(1);
     let blocks = tiles.n.div_ceil(target).div_ceil(threads) * threads;
     let per_block = tiles.n.div_ceil(blocks);
-    let yptr = RowPtr(y.as_mut_ptr());
+    // Every output row belongs to exactly one tile and tiles to one block, so parallel blocks
+    // write disjoint rows.
+    let yptr = SyncPtr(y.as_mut_ptr());
     let zeros = vec![0.0f32; cin];
     (0..tiles.n.div_ceil(per_block)).into_par_iter().for_each(|blk| {
         let t0 = blk * per_block;
@@ -189,20 +180,12 @@ fn run(
 
 /// `Y = A^T M A (+ bias)`, `A^T = [[1,1,1,0], [0,1,-1,-1]]`, vectorised over the block's tiles,
 /// each kept output scattered to its feature row.
-fn output_transform(m: &[f32], outputs: &[i32], bias: Option<&[f32]>, cout: usize, nt: usize, y: RowPtr) {
+fn output_transform(m: &[f32], outputs: &[i32], bias: Option<&[f32]>, cout: usize, nt: usize, y: SyncPtr<f32>) {
     let mut s = vec![0.0f32; 8 * nt];
     let mut o = vec![0.0f32; 4 * nt];
     for co in 0..cout {
         let at = |xi: usize| &m[(xi * cout + co) * nt..(xi * cout + co + 1) * nt];
-        for b in 0..4 {
-            let (m0, m1, m2, m3) = (at(b), at(4 + b), at(8 + b), at(12 + b));
-            let (s0, s1) = s.split_at_mut(4 * nt);
-            let (s0, s1) = (&mut s0[b * nt..(b + 1) * nt], &mut s1[b * nt..(b + 1) * nt]);
-            for t in 0..nt {
-                s0[t] = m0[t] + m1[t] + m2[t];
-                s1[t] = m1[t] - m2[t] - m3[t];
-            }
-        }
+        output_rows(at, nt, &mut s);
         for p in 0..2 {
             let sp = &s[p * 4 * nt..(p + 1) * 4 * nt];
             let (o0, o1) = o[p * 2 * nt..(p + 1) * 2 * nt].split_at_mut(nt);
@@ -218,7 +201,7 @@ fn output_transform(m: &[f32], outputs: &[i32], bias: Option<&[f32]>, cout: usiz
                 let row = outputs[t * 4 + k];
                 if row >= 0 {
                     // SAFETY: row < rows (it indexes the feature matrix y was sized for) and
-                    // belongs to this block's tile t only (see RowPtr).
+                    // belongs to this block's tile t only (rows are disjoint across tiles).
                     unsafe { *y.get().add(row as usize * cout + co) = o[k * nt + t] + b0 };
                 }
             }

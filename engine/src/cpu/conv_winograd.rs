@@ -11,6 +11,7 @@
 use super::conv::ConvGeom;
 use super::gemm::{gemm, MatRef};
 use super::scratch::with_scratch;
+use super::SyncPtr;
 use rayon::prelude::*;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -80,14 +81,18 @@ pub fn transform_weight(w: &[f32], cout: usize, cin: usize) -> Vec<f32> {
     u
 }
 
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: blocks own disjoint tile rows, hence disjoint output rows (documented at the write).
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-impl OutPtr {
-    fn get(self) -> *mut f32 {
-        self.0
+/// First half of the output transform: `A^T = [[1,1,1,0], [0,1,-1,-1]]` applied down the rows
+/// of the 4x4 component grid, element-wise over `n` tiles. `m(ξ)` is component ξ = r*4 + c;
+/// writes `s[c*n..]` = m0c + m1c + m2c and `s[(4 + c)*n..]` = m1c - m2c - m3c.
+pub fn output_rows<'a>(m: impl Fn(usize) -> &'a [f32], n: usize, s: &mut [f32]) {
+    let (s0, s1) = s[..8 * n].split_at_mut(4 * n);
+    for c in 0..4 {
+        let (m0, m1, m2, m3) = (m(c), m(4 + c), m(8 + c), m(12 + c));
+        let (s0, s1) = (&mut s0[c * n..(c + 1) * n], &mut s1[c * n..(c + 1) * n]);
+        for t in 0..n {
+            s0[t] = m0[t] + m1[t] + m2[t];
+            s1[t] = m1[t] - m2[t] - m3[t];
+        }
     }
 }
 
@@ -114,7 +119,7 @@ pub fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeom, out: &m
     let blocks = tile_rows.div_ceil(rows_per_block);
     assert_eq!(out.len(), g.out_len(), "winograd: output length");
     assert!(bias.is_none_or(|b| b.len() == cout), "winograd: bias length");
-    let optr = OutPtr(out.as_mut_ptr());
+    let optr = SyncPtr(out.as_mut_ptr());
     (0..blocks).into_par_iter().for_each(|b| {
         let r0 = b * rows_per_block;
         let rows = rows_per_block.min(tile_rows - r0);
@@ -235,7 +240,15 @@ fn transform_row(even: &[f32], odd: &[f32], e: &mut [f32], tw: usize) {
 }
 
 /// `out = A^T M A (+ bias)` with `A^T = [[1,1,1,0], [0,1,-1,-1]]`, for tile rows `r0..r0+rows`.
-fn transform_output(m: &[f32], g: &ConvGeom, bias: Option<&[f32]>, r0: usize, rows: usize, tb: usize, out: OutPtr) {
+fn transform_output(
+    m: &[f32],
+    g: &ConvGeom,
+    bias: Option<&[f32]>,
+    r0: usize,
+    rows: usize,
+    tb: usize,
+    out: SyncPtr<f32>,
+) {
     let (th, tw) = (g.oh.div_ceil(2), g.ow.div_ceil(2));
     let (oh, ow, cout) = (g.oh, g.ow, g.cout);
     let mut s = vec![0.0f32; 8 * tw];
@@ -244,16 +257,7 @@ fn transform_output(m: &[f32], g: &ConvGeom, bias: Option<&[f32]>, r0: usize, ro
         for r in 0..rows {
             let (n, ty) = ((r0 + r) / th, (r0 + r) % th);
             let at = |xi: usize| &m[(xi * cout + co) * tb + r * tw..(xi * cout + co) * tb + (r + 1) * tw];
-            // Columns: s0[c] = m0c + m1c + m2c, s1[c] = m1c - m2c - m3c.
-            for c in 0..4 {
-                let (m0, m1, m2, m3) = (at(c), at(4 + c), at(8 + c), at(12 + c));
-                let (s0, s1) = s.split_at_mut(4 * tw);
-                let (s0, s1) = (&mut s0[c * tw..(c + 1) * tw], &mut s1[c * tw..(c + 1) * tw]);
-                for t in 0..tw {
-                    s0[t] = m0[t] + m1[t] + m2[t];
-                    s1[t] = m1[t] - m2[t] - m3[t];
-                }
-            }
+            output_rows(at, tw, &mut s);
             for dy in 0..2 {
                 let oy = 2 * ty + dy;
                 if oy >= oh {

@@ -9,3 +9,6 @@ pub mod gemm;
 pub(crate) mod isa;
 pub mod pool;
 pub mod scratch;
+mod sync_ptr;
+
+pub use sync_ptr::SyncPtr;

@@ -4,22 +4,12 @@
 
 use super::kernels::KernelSpec;
 use super::{PackA, PackB};
+use crate::cpu::SyncPtr;
 use rayon::prelude::*;
 use std::cell::RefCell;
 
 /// Below this many multiply-adds a single thread is faster than splitting.
 const PAR_MIN_WORK: usize = 1 << 21;
-
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: tasks write disjoint tiles of C (distinct rows or distinct column ranges).
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-impl SendPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
 
 thread_local! {
     static A_BUF: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
@@ -62,7 +52,7 @@ pub(crate) fn gemm_f32<A: PackA + ?Sized, B: PackB + ?Sized>(
     let (mr, nr) = (spec.mr, spec.nr);
     let threads = rayon::current_num_threads();
     let parallel = threads > 1 && m * n * k >= PAR_MIN_WORK;
-    let cptr = SendPtr(c.as_mut_ptr());
+    let cptr = SyncPtr(c.as_mut_ptr());
     let nc_blk = spec.nc.div_ceil(nr) * nr;
 
     // Split M into a multiple of the thread count so blocks balance.
