@@ -1,7 +1,7 @@
 //! AdamW (PyTorch semantics: decoupled decay `p *= 1 - lr*wd`, bias-corrected moments), with an
 //! optional global grad-norm clip.
 
-use super::state::{Moments, ParamJob, StepStart, CHUNK};
+use super::state::{par_update, Moments, ParamJob, StepStart};
 use super::{OptimParam, Optimizer, StepInfo};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -70,18 +70,12 @@ fn adamw_update(
         let (inv_clip, inv_sqrt_bc2, eps, step, decay) =
             (f(1.0 / clip), f(1.0 / bc2.sqrt()), f(c.eps), f(lr / bc1), f(decay));
         j.with_slices::<T>(|g, m, v, w| {
-            m.par_chunks_mut(CHUNK)
-                .zip(v.par_chunks_mut(CHUNK))
-                .zip(w.par_chunks_mut(CHUNK))
-                .zip(g.par_chunks(CHUNK))
-                .for_each(|(((m, v), w), g)| {
-                    for i in 0..m.len() {
-                        let gi = g[i] * inv_clip;
-                        m[i] = b1 * m[i] + one_b1 * gi;
-                        v[i] = b2 * v[i] + one_b2 * gi * gi;
-                        w[i] = w[i] * decay - step * m[i] / (v[i].sqrt() * inv_sqrt_bc2 + eps);
-                    }
-                });
+            par_update(g, m, v, w, |g, m, v, w| {
+                let gi = g * inv_clip;
+                *m = b1 * *m + one_b1 * gi;
+                *v = b2 * *v + one_b2 * gi * gi;
+                *w = *w * decay - step * *m / (v.sqrt() * inv_sqrt_bc2 + eps);
+            });
         })
     })
 }

@@ -2,7 +2,7 @@
 //! grad-norm clip inside, Adam moments with bias correction, weight decay added to the update and
 //! the trust ratio ||p||/||u|| applied only to decayed parameters.
 
-use super::state::{Moments, ParamJob, StepStart, CHUNK};
+use super::state::{par_update, Moments, ParamJob, StepStart, CHUNK};
 use super::{OptimParam, Optimizer, StepInfo};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -91,16 +91,10 @@ fn lamb_kernel<T: Float>(
     if wd == 0.0 {
         // No decay: no trust ratio, so one pass does it all.
         let step = f(lr);
-        m.par_chunks_mut(CHUNK)
-            .zip(v.par_chunks_mut(CHUNK))
-            .zip(w.par_chunks_mut(CHUNK))
-            .zip(g.par_chunks(CHUNK))
-            .for_each(|(((m, v), w), g)| {
-                for i in 0..m.len() {
-                    moments(g[i], &mut m[i], &mut v[i]);
-                    w[i] = w[i] - step * direction(m[i], v[i], w[i]);
-                }
-            });
+        par_update(g, m, v, w, |g, m, v, w| {
+            moments(g, m, v);
+            *w = *w - step * direction(*m, *v, *w);
+        });
         return;
     }
     let sums: Vec<(f64, f64)> = m

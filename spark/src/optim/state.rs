@@ -126,6 +126,26 @@ impl ParamJob<'_> {
 /// chunk and added in order, so a step is deterministic whatever the thread count or stealing.
 pub const CHUNK: usize = 1 << 15;
 
+/// Applies `f(g, m, v, w)` to every element of a gradient, its two moments and the parameter,
+/// in parallel chunks.
+pub fn par_update<T: Float>(
+    g: &[T],
+    m: &mut [T],
+    v: &mut [T],
+    w: &mut [T],
+    f: impl Fn(T, &mut T, &mut T, &mut T) + Sync,
+) {
+    m.par_chunks_mut(CHUNK)
+        .zip(v.par_chunks_mut(CHUNK))
+        .zip(w.par_chunks_mut(CHUNK))
+        .zip(g.par_chunks(CHUNK))
+        .for_each(|(((m, v), w), g)| {
+            for i in 0..m.len() {
+                f(g[i], &mut m[i], &mut v[i], &mut w[i]);
+            }
+        });
+}
+
 impl Moments {
     /// Gathers gradients and moments, computes the global norm and clip factor, and counts the
     /// step. The per-parameter updates that follow are independent and may run in parallel.
