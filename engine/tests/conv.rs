@@ -567,24 +567,24 @@ fn winograd_conv2d_f32_matches_f64() {
         ([2, 48, 61, 30], [40, 48, 3, 3], 1),
     ];
     for (i, (xs, ws, pad)) in cases.into_iter().enumerate() {
-        let p = Conv2dParams::new(1, pad);
-        let run = |dt: DType| {
-            let x = randn(&xs, 70 + i as u64).to_dtype(dt).unwrap().to_variable();
-            let w = randn(&ws, 170 + i as u64).to_dtype(dt).unwrap().to_variable();
-            let b = randn(&[ws[0]], 270 + i as u64).to_dtype(dt).unwrap().to_variable();
-            let y = x.conv2d(&w, Some(&b), p).unwrap();
-            let go = randn(y.dims(), 370 + i as u64).to_dtype(dt).unwrap();
-            let gr = y.backward_with(&go).unwrap();
-            [
-                y.to_vec_f64().unwrap(),
-                gr.get(&x).unwrap().to_vec_f64().unwrap(),
-                gr.get(&w).unwrap().to_vec_f64().unwrap(),
-            ]
-        };
-        let (g32, g64) = (run(DType::F32), run(DType::F64));
-        for (what, (a, e)) in ["output", "grad_input", "grad_weight"].iter().zip(g32.iter().zip(&g64)) {
-            assert_close(&format!("winograd {xs:?} {ws:?} pad {pad} {what}"), a, e, 1e-4, 1e-4);
-        }
+        f32_matches_f64(&format!("winograd pad {pad}"), xs, ws, Conv2dParams::new(1, pad), 70 + i as u64);
+    }
+}
+
+/// conv2d forward and input / weight gradients in f32 against f64 (different kernels: f64
+/// always takes the materialised im2col).
+fn f32_matches_f64(name: &str, xs: [usize; 4], ws: [usize; 4], p: Conv2dParams, seed: u64) {
+    let run = |dt: DType| {
+        let x = randn(&xs, seed).to_dtype(dt).unwrap().to_variable();
+        let w = randn(&ws, seed + 100).to_dtype(dt).unwrap().to_variable();
+        let y = x.conv2d(&w, None, p).unwrap();
+        let go = randn(y.dims(), seed + 300).to_dtype(dt).unwrap();
+        let gr = y.backward_with(&go).unwrap();
+        [y.to_vec_f64().unwrap(), gr.get(&x).unwrap().to_vec_f64().unwrap(), gr.get(&w).unwrap().to_vec_f64().unwrap()]
+    };
+    let (g32, g64) = (run(DType::F32), run(DType::F64));
+    for (what, (a, e)) in ["output", "grad_input", "grad_weight"].iter().zip(g32.iter().zip(&g64)) {
+        assert_close(&format!("{name} {xs:?} {ws:?} {what}"), a, e, 1e-4, 1e-4);
     }
 }
 
@@ -608,21 +608,6 @@ fn strided_f32_matches_f64() {
         ([2, 3, 61, 60], [8, 3, 7, 7], p([2, 2], [3, 3], 1, 1)),
     ];
     for (i, (xs, ws, prm)) in cases.into_iter().enumerate() {
-        let run = |dt: DType| {
-            let x = randn(&xs, 80 + i as u64).to_dtype(dt).unwrap().to_variable();
-            let w = randn(&ws, 180 + i as u64).to_dtype(dt).unwrap().to_variable();
-            let y = x.conv2d(&w, None, prm).unwrap();
-            let go = randn(y.dims(), 380 + i as u64).to_dtype(dt).unwrap();
-            let gr = y.backward_with(&go).unwrap();
-            [
-                y.to_vec_f64().unwrap(),
-                gr.get(&x).unwrap().to_vec_f64().unwrap(),
-                gr.get(&w).unwrap().to_vec_f64().unwrap(),
-            ]
-        };
-        let (g32, g64) = (run(DType::F32), run(DType::F64));
-        for (what, (a, e)) in ["output", "grad_input", "grad_weight"].iter().zip(g32.iter().zip(&g64)) {
-            assert_close(&format!("strided {xs:?} {ws:?} {prm:?} {what}"), a, e, 1e-4, 1e-4);
-        }
+        f32_matches_f64(&format!("strided {prm:?}"), xs, ws, prm, 80 + i as u64);
     }
 }
