@@ -239,6 +239,9 @@ fn info_and_bench_print_their_tables() {
     assert!(o.contains("[256, 512, 1024, 2048]"), "{o}");
     let o = ok(&spark(&["bench", "gemm", "--sizes", "64,128", "--reps", "1"], &t.0));
     assert!(o.contains("| 128 |") && o.contains("best / naive"), "{o}");
+    assert!(o.contains("dense 3x3 convs: Winograd"), "{o}");
+    let o = ok(&spark(&["bench", "gemm", "--sizes", "64", "--reps", "1", "--no-winograd"], &t.0));
+    assert!(o.contains("dense 3x3 convs: implicit GEMM"), "{o}");
 }
 
 #[cfg(unix)]
