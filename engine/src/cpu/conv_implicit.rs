@@ -5,6 +5,7 @@
 use super::conv::{tap_offset, valid_range, ConvGeom};
 use super::conv_winograd as winograd;
 use super::gemm::{gemm_packed, MatRef, PackB};
+use super::transpose::transpose;
 use crate::{DType, Float};
 use rayon::prelude::*;
 
@@ -158,15 +159,25 @@ struct Im2colT<'a>(Im2col<'a>);
 
 impl PackB for Im2colT<'_> {
     fn pack_b(&self, j0: usize, cols: usize, p0: usize, kc: usize, nr: usize, dst: &mut [f32]) {
-        // Run by run (one output row, a few KiB of the panel), every tap: the strided stores
-        // stay in L1.
+        // Run by run (one output row): every tap's values are copied as a contiguous row of a
+        // small [taps, run] block, which is then transposed into the panel.
+        let mut tmp = [0.0f32; 48 * MAX_RUNS];
         for q0 in (0..kc).step_by(MAX_RUNS) {
             let runs = self.0.runs(p0 + q0, MAX_RUNS.min(kc - q0));
             let block = &mut dst[q0 * nr..];
             for run in runs.iter() {
-                for j in 0..cols {
-                    self.0.tap_run(j0 + j, run, &mut block[j..], nr);
+                let n = run.len;
+                if cols * n > tmp.len() {
+                    for j in 0..cols {
+                        self.0.tap_run(j0 + j, run, &mut block[j..], nr);
+                    }
+                    continue;
                 }
+                let local = Run { t: 0, ..*run };
+                for j in 0..cols {
+                    self.0.tap_run(j0 + j, &local, &mut tmp[j * n..(j + 1) * n], 1);
+                }
+                transpose(&tmp, n, cols, n, &mut block[run.t * nr..], nr);
             }
         }
         if cols < nr {

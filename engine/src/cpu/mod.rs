@@ -10,5 +10,6 @@ pub(crate) mod isa;
 pub mod pool;
 pub mod scratch;
 mod sync_ptr;
+pub mod transpose;
 
 pub use sync_ptr::SyncPtr;

@@ -3,6 +3,7 @@
 //! (transposed operands are just another stride pair).
 
 use super::{MatRef, PackA, PackB};
+use crate::cpu::transpose::transpose;
 
 /// Packs rows `i0..i0+mc`, depths `p0..p0+kc` of `a` into `dst` as ceil(mc/MR) panels of
 /// `kc * MR` values (for each k, MR row values).
@@ -19,14 +20,12 @@ fn pack_a(a: &MatRef<'_, f32>, i0: usize, mc: usize, p0: usize, kc: usize, mr: u
                 panel[p * mr..p * mr + mr].copy_from_slice(src);
             }
         } else {
-            for i in 0..rows {
-                let base = (r0 + i) * a.rs + p0 * a.cs;
-                if a.cs == 1 {
-                    let src = &a.data[base..base + kc];
-                    for (p, &v) in src.iter().enumerate() {
-                        panel[p * mr + i] = v;
-                    }
-                } else {
+            if a.cs == 1 {
+                // Row-major A: the panel is the transpose of a rows x kc block.
+                transpose(&a.data[r0 * a.rs + p0..], a.rs, rows, kc, panel, mr);
+            } else {
+                for i in 0..rows {
+                    let base = (r0 + i) * a.rs + p0 * a.cs;
                     for p in 0..kc {
                         panel[p * mr + i] = a.data[base + p * a.cs];
                     }
@@ -57,14 +56,8 @@ pub(crate) fn pack_b_panel(
             dst[p * nr..p * nr + nr].copy_from_slice(src);
         }
     } else if b.rs == 1 {
-        // Transposed B: walk each column contiguously along k.
-        for j in 0..cols {
-            let base = (j0 + j) * b.cs + p0;
-            let src = &b.data[base..base + kc];
-            for (p, &v) in src.iter().enumerate() {
-                dst[p * nr + j] = v;
-            }
-        }
+        // Transposed B (column-major): the panel is the transpose of a cols x kc block.
+        transpose(&b.data[j0 * b.cs + p0..], b.cs, cols, kc, dst, nr);
         for p in 0..kc {
             dst[p * nr + cols..p * nr + nr].iter_mut().for_each(|v| *v = 0.0);
         }
