@@ -245,10 +245,11 @@ fn implicit_grad_input<T: Float>(dy: &[T], w: &[T], map: &KernelMap, d: ConvDims
     }
 }
 
-/// Implicit-GEMM weight gradient: fused f32 kernel for maps that gather, else the generic one.
+/// Implicit-GEMM weight gradient: the fused f32 kernel for every map (for an identity 1x1 map it
+/// is one GEMM `dY^T · X` with Cout as rows), else the generic one.
 fn implicit_grad_weight<T: Float>(x: &[T], dy: &[T], map: &KernelMap, d: ConvDims) -> Vec<T> {
-    match (f32_view(x), f32_view(dy), !map.is_identity()) {
-        (Some(x), Some(dy), true) => from_f32(fused::grad_weight(x, dy, map, d)),
+    match (f32_view(x), f32_view(dy)) {
+        (Some(x), Some(dy)) => from_f32(fused::grad_weight(x, dy, map, d)),
         _ => k::implicit_grad_weight(x, dy, map, d),
     }
 }

@@ -13,6 +13,7 @@ use crate::KernelMap;
 use rayon::prelude::*;
 use spark_engine::cpu::gemm::{gemm_packed, MatRef, PackB};
 use spark_engine::cpu::scratch::with_scratch;
+use spark_engine::cpu::transpose::transpose;
 
 /// `G^T [K*width, rows]` as a GEMM right operand: depth `p = k*width + c`, column `j` = row `j`
 /// of the table; element = `src[table[j*kv + k] * ld + off + c]`, or 0 where the table has -1.
@@ -34,18 +35,39 @@ impl PackB for GatherT<'_> {
             let (k, c0) = (p / self.width, p % self.width);
             let len = (self.width - c0).min(p0 + kc - p);
             let panel = &mut dst[(p - p0) * nr..(p - p0 + len) * nr];
-            for j in 0..cols {
-                let i = self.table[(j0 + j) * self.kv + k];
-                if i >= 0 {
-                    let s = i as usize * self.ld + self.off + c0;
-                    for (t, &v) in self.src[s..s + len].iter().enumerate() {
-                        panel[t * nr + j] = v;
-                    }
-                } else {
+            if len < 8 {
+                // Few channels (the RGB stem): element-wise, a block transpose would not pay.
+                for j in 0..cols {
+                    let i = self.table[(j0 + j) * self.kv + k];
                     for t in 0..len {
-                        panel[t * nr + j] = 0.0;
+                        panel[t * nr + j] =
+                            if i >= 0 { self.src[i as usize * self.ld + self.off + c0 + t] } else { 0.0 };
                     }
                 }
+                if cols < nr {
+                    for t in 0..len {
+                        panel[t * nr + cols..(t + 1) * nr].fill(0.0);
+                    }
+                }
+                p += len;
+                continue;
+            }
+            // Gathered rows go into a small [cols, len] block, transposed into the panel.
+            let mut tmp = [0.0f32; 48 * 64];
+            let step = (tmp.len() / cols.max(1)).min(64);
+            for q0 in (0..len).step_by(step) {
+                let q = step.min(len - q0);
+                for j in 0..cols {
+                    let i = self.table[(j0 + j) * self.kv + k];
+                    let row = &mut tmp[j * q..(j + 1) * q];
+                    if i >= 0 {
+                        let s = i as usize * self.ld + self.off + c0 + q0;
+                        row.copy_from_slice(&self.src[s..s + q]);
+                    } else {
+                        row.fill(0.0);
+                    }
+                }
+                transpose(&tmp, q, cols, q, &mut panel[q0 * nr..], nr);
             }
             if cols < nr {
                 for t in 0..len {
