@@ -251,25 +251,38 @@ fn empty_inputs_give_zeros_or_bias_not_panics() {
     let mut m = vec![false; 2 * 6 * 6];
     m[36 + 7] = true;
     m[36 + 20] = true;
-    for mask in [m, vec![false; 72]] {
+    // A full 2x2 tile in image 1 (the Winograd path with 16 channels).
+    let mut tile = vec![false; 2 * 6 * 6];
+    for i in [14, 15, 20, 21] {
+        tile[36 + i] = true;
+    }
+    for mask in [m, tile, vec![false; 72]] {
         let set = Arc::new(ActiveSet::from_mask(&mask, 2, 6, 6).unwrap());
         assert_eq!(set.count_per_image()[0], 0);
+        let mut ctx = SparseContext::generic();
+        for (cin, cout) in [(3, 4), (16, 16)] {
+            let x = SparseTensor::new(
+                Tensor::zeros(&[set.len(), cin], DType::F32, Default::default()).unwrap().to_variable(),
+                set.clone(),
+            )
+            .unwrap();
+            let w = Tensor::ones(&[cout, cin, 3, 3], DType::F32, Default::default()).unwrap().to_variable();
+            let b = Tensor::ones(&[cout], DType::F32, Default::default()).unwrap().to_variable();
+            for algo in [ConvAlgo::PerOffset, ConvAlgo::ImplicitGemm] {
+                let y = sparse_conv2d_with(&x, &w, Some(&b), Conv2dParams::new(1, 1), &mut ctx, algo).unwrap();
+                assert_eq!(y.features.dims(), [set.len(), cout]);
+                assert!(y.features.to_vec_f64().unwrap().iter().all(|&v| v == 1.0), "zero input: bias only");
+                let grads = y.features.sum_all().unwrap().backward().unwrap();
+                assert_eq!(grads.get(&w).unwrap().to_vec_f64().unwrap(), vec![0.0; cout * cin * 9]);
+                let d = y.to_dense().unwrap().to_vec_f64().unwrap();
+                assert!(d[..cout * 36].iter().all(|&v| v == 0.0), "the empty image stays zero");
+            }
+        }
         let x = SparseTensor::new(
             Tensor::zeros(&[set.len(), 3], DType::F32, Default::default()).unwrap().to_variable(),
             set.clone(),
         )
         .unwrap();
-        let w = Tensor::ones(&[4, 3, 3, 3], DType::F32, Default::default()).unwrap().to_variable();
-        let b = Tensor::ones(&[4], DType::F32, Default::default()).unwrap().to_variable();
-        let mut ctx = SparseContext::generic();
-        for algo in [ConvAlgo::PerOffset, ConvAlgo::ImplicitGemm] {
-            let y = sparse_conv2d_with(&x, &w, Some(&b), Conv2dParams::new(1, 1), &mut ctx, algo).unwrap();
-            assert_eq!(y.features.dims(), [set.len(), 4]);
-            let grads = y.features.sum_all().unwrap().backward().unwrap();
-            assert_eq!(grads.get(&w).unwrap().to_vec_f64().unwrap(), vec![0.0; 108]);
-            let d = y.to_dense().unwrap().to_vec_f64().unwrap();
-            assert!(d[..4 * 36].iter().all(|&v| v == 0.0), "the empty image stays zero");
-        }
         let dw = Tensor::ones(&[3, 1, 7, 7], DType::F32, Default::default()).unwrap();
         let y = sparse_conv2d(&x, &dw, None, Conv2dParams::new(1, 3).with_groups(3), &mut ctx).unwrap();
         assert_eq!(y.features.dims(), [set.len(), 3]);
