@@ -105,10 +105,9 @@ pub fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeom, out: &m
     let u = transform_weight(w, cout, cin);
     let (th, tw) = (g.oh.div_ceil(2), g.ow.div_ceil(2));
     let tile_rows = g.n * th;
-    // About 256 KiB of V + M per block, at least one tile row, and enough blocks for every thread.
-    // Small problems (few tiles: the decoder's deep levels) run as one block whose GEMMs split
-    // across threads themselves; a block of a few dozen tiles would leave the GEMM's 48-wide
-    // column panels partly empty.
+    // Blocks of whole tile rows, about 256 KiB of V + M each (at least 192 tiles so the GEMMs'
+    // 48-wide column panels fill), and enough blocks for every thread. Small problems (the
+    // decoder's deep levels) run as one block whose GEMMs split across threads themselves.
     let target_tiles = ((1usize << 16) / (cin + cout)).clamp(192, 512);
     let threads = rayon::current_num_threads().max(1);
     let rows_per_block = if tile_rows * tw <= 2 * target_tiles {
