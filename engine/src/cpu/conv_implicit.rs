@@ -137,8 +137,68 @@ impl Runs {
     }
 }
 
+/// Below this output width runs are too short to pay for their set-up (the decoder's 3x3 and
+/// 6x6 maps): packing goes element by element from precomputed column positions instead.
+const SHORT_ROWS: usize = 8;
+
+/// Where one im2col column reads: its image's offset in `x` and the input coordinates of its
+/// window origin (`oy * sy`, `ox * sx`).
+#[derive(Clone, Copy, Default)]
+struct Pos {
+    base: usize,
+    y: isize,
+    x: isize,
+}
+
+impl Im2col<'_> {
+    /// Positions of columns `l0..l0 + out.len()`.
+    fn positions(&self, l0: usize, out: &mut [Pos]) {
+        let g = self.g;
+        let l = g.l();
+        let (mut img, r) = if self.img_stride > 0 { (l0 / l, l0 % l) } else { (0, l0) };
+        let (mut oy, mut ox) = (r / g.ow, r % g.ow);
+        for p in out.iter_mut() {
+            if ox == g.ow {
+                ox = 0;
+                oy += 1;
+                if oy == g.oh {
+                    oy = 0;
+                    img += 1;
+                }
+            }
+            let base = img * self.img_stride;
+            *p = Pos { base, y: (oy * g.stride[0]) as isize, x: (ox * g.stride[1]) as isize };
+            ox += 1;
+        }
+    }
+
+    /// `col[k]` at one column position (0 in the padding).
+    #[inline(always)]
+    fn value(&self, k: usize, pos: &Pos) -> f32 {
+        let (plane, offy, offx) = self.taps[k];
+        let (iy, ix) = (pos.y + offy, pos.x + offx);
+        if iy >= 0 && iy < self.g.h as isize && ix >= 0 && ix < self.g.w as isize {
+            self.x[pos.base + plane + iy as usize * self.g.w + ix as usize]
+        } else {
+            0.0
+        }
+    }
+}
+
 impl PackB for Im2col<'_> {
     fn pack_b(&self, j0: usize, cols: usize, p0: usize, kc: usize, nr: usize, dst: &mut [f32]) {
+        if self.g.ow < SHORT_ROWS && cols <= MAX_RUNS {
+            let mut pos = [Pos::default(); MAX_RUNS];
+            self.positions(j0, &mut pos[..cols]);
+            for p in 0..kc {
+                let row = &mut dst[p * nr..(p + 1) * nr];
+                for (d, q) in row.iter_mut().zip(&pos[..cols]) {
+                    *d = self.value(p0 + p, q);
+                }
+                row[cols..].fill(0.0);
+            }
+            return;
+        }
         for c0 in (0..cols).step_by(MAX_RUNS) {
             let runs = self.runs(j0 + c0, MAX_RUNS.min(cols - c0));
             for p in 0..kc {
@@ -159,6 +219,21 @@ struct Im2colT<'a>(Im2col<'a>);
 
 impl PackB for Im2colT<'_> {
     fn pack_b(&self, j0: usize, cols: usize, p0: usize, kc: usize, nr: usize, dst: &mut [f32]) {
+        if self.0.g.ow < SHORT_ROWS {
+            let mut pos = [Pos::default(); MAX_RUNS];
+            for q0 in (0..kc).step_by(MAX_RUNS) {
+                let q = MAX_RUNS.min(kc - q0);
+                self.0.positions(p0 + q0, &mut pos[..q]);
+                for (u, at) in pos[..q].iter().enumerate() {
+                    let row = &mut dst[(q0 + u) * nr..(q0 + u + 1) * nr];
+                    for (j, d) in row[..cols].iter_mut().enumerate() {
+                        *d = self.0.value(j0 + j, at);
+                    }
+                    row[cols..].fill(0.0);
+                }
+            }
+            return;
+        }
         // Run by run (one output row): every tap's values are copied as a contiguous row of a
         // small [taps, run] block, which is then transposed into the panel.
         let mut tmp = [0.0f32; 48 * MAX_RUNS];
