@@ -138,3 +138,15 @@ macro_rules! impl_float {
 }
 impl_float!(f32, F32, F32);
 impl_float!(f64, F64, F64);
+
+/// The slice as `&[f32]` when `T` is f32 (kernels with an f32-only fast path), else `None`.
+pub fn as_f32<T: Float>(s: &[T]) -> Option<&[f32]> {
+    // SAFETY: T::DTYPE == F32 means T is f32 (Float is implemented for f32 and f64 only).
+    (T::DTYPE == DType::F32).then(|| unsafe { std::slice::from_raw_parts(s.as_ptr() as *const f32, s.len()) })
+}
+
+/// `as_f32` for a mutable slice.
+pub fn as_f32_mut<T: Float>(s: &mut [T]) -> Option<&mut [f32]> {
+    // SAFETY: as in `as_f32`.
+    (T::DTYPE == DType::F32).then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr() as *mut f32, s.len()) })
+}

@@ -17,7 +17,7 @@ pub mod testing;
 
 pub use autograd::{is_grad_enabled, no_grad, GradStore, NoGradGuard, Op};
 pub use device::Device;
-pub use dtype::{DType, Float};
+pub use dtype::{as_f32, as_f32_mut, DType, Float};
 pub use error::{shape_err, Error, Result};
 pub use layout::Layout;
 pub use ops::{erf, Conv2dParams, ConvTranspose2dParams};

@@ -9,7 +9,7 @@ use crate::conv_fused as fused;
 use crate::conv_kernels::{self as k, ConvDims};
 use crate::conv_winograd as winograd;
 use crate::{KernelGeom, KernelMap, SparseContext, SparseTensor};
-use spark_engine::{with_float, Conv2dParams, DType, Error, Float, Op, Result, Tensor};
+use spark_engine::{as_f32, with_float, Conv2dParams, DType, Error, Float, Op, Result, Tensor};
 use std::sync::Arc;
 
 /// How a groups == 1 convolution is computed. Both forms give the same numbers.
@@ -219,12 +219,6 @@ fn winograd_tiles(map: &KernelMap, d: ConvDims) -> Option<&winograd::WinogradTil
         .filter(|t| d.groups == 1 && winograd::pays_off(d.cin, d.cout) && t.len() * 4 * 5 <= map.n_out() * 7)
 }
 
-/// `Some(&[f32])` when `T` is f32: the implicit-GEMM kernels have a fused f32 form.
-fn f32_view<T: Float>(s: &[T]) -> Option<&[f32]> {
-    // SAFETY: T::DTYPE == F32 means T is f32 (Float is implemented for f32 and f64 only).
-    (T::DTYPE == DType::F32).then(|| unsafe { std::slice::from_raw_parts(s.as_ptr() as *const f32, s.len()) })
-}
-
 /// A fused kernel's f32 result as `Vec<T>`; only reached when `T` is f32.
 fn from_f32<T: Float>(v: Vec<f32>) -> Vec<T> {
     assert_eq!(T::DTYPE, DType::F32, "fused sparse conv kernels are f32 only");
@@ -236,7 +230,7 @@ fn from_f32<T: Float>(v: Vec<f32>) -> Vec<T> {
 /// Implicit-GEMM input gradient: fused f32 kernel for stride-1 maps that gather, else the generic
 /// one (an identity 1x1 map is a plain GEMM on the features there).
 fn implicit_grad_input<T: Float>(dy: &[T], w: &[T], map: &KernelMap, d: ConvDims) -> Vec<T> {
-    match (f32_view(dy), f32_view(w), map.geom().stride == [1, 1] && !map.is_identity()) {
+    match (as_f32(dy), as_f32(w), map.geom().stride == [1, 1] && !map.is_identity()) {
         (Some(dy), Some(w), true) => from_f32(match winograd_tiles(map, d) {
             Some(tiles) => winograd::grad_input(dy, w, tiles, d.cin, d.cout),
             None => fused::grad_input_stride1(dy, w, map, d),
@@ -248,7 +242,7 @@ fn implicit_grad_input<T: Float>(dy: &[T], w: &[T], map: &KernelMap, d: ConvDims
 /// Implicit-GEMM weight gradient: the fused f32 kernel for every map (for an identity 1x1 map it
 /// is one GEMM `dY^T · X` with Cout as rows), else the generic one.
 fn implicit_grad_weight<T: Float>(x: &[T], dy: &[T], map: &KernelMap, d: ConvDims) -> Vec<T> {
-    match (f32_view(x), f32_view(dy)) {
+    match (as_f32(x), as_f32(dy)) {
         (Some(x), Some(dy)) => from_f32(fused::grad_weight(x, dy, map, d)),
         _ => k::implicit_grad_weight(x, dy, map, d),
     }

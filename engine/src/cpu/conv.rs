@@ -8,10 +8,11 @@
 //! here as its forward wherever its sub-pixel form does not apply or measured slower.
 
 use super::conv_dw;
-use super::conv_implicit::{self as implicit, as_f32, as_f32_mut};
+use super::conv_implicit as implicit;
 use super::gemm::{gemm, MatRef};
 use super::scratch::with_scratch;
 use crate::Float;
+use crate::{as_f32, as_f32_mut};
 use rayon::prelude::*;
 
 /// Full geometry of one convolution: input `[n, cin, h, w]`, weight `[cout, cin/groups, kh, kw]`,

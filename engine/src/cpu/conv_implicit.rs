@@ -6,7 +6,6 @@ use super::conv::{tap_offset, valid_range, ConvGeom};
 use super::conv_winograd as winograd;
 use super::gemm::{gemm_packed, MatRef, PackB};
 use super::transpose::transpose;
-use crate::{DType, Float};
 use rayon::prelude::*;
 
 /// Per im2col row k = (ci, ky, kx): offset of the channel plane and the tap offsets.
@@ -261,17 +260,6 @@ impl PackB for Im2colT<'_> {
             }
         }
     }
-}
-
-/// `Some` f32 view when `T` is f32.
-pub(crate) fn as_f32<T: Float>(s: &[T]) -> Option<&[f32]> {
-    // SAFETY: T::DTYPE == F32 means T is f32.
-    (T::DTYPE == DType::F32).then(|| unsafe { std::slice::from_raw_parts(s.as_ptr() as *const f32, s.len()) })
-}
-
-pub(crate) fn as_f32_mut<T: Float>(s: &mut [T]) -> Option<&mut [f32]> {
-    // SAFETY: as above.
-    (T::DTYPE == DType::F32).then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr() as *mut f32, s.len()) })
 }
 
 /// Maps smaller than this run as one GEMM over the whole batch (N = n*L) so the 48-wide

@@ -25,10 +25,11 @@
 //! dilation > 1, depthwise geometries (direct kernel) and f64.
 
 use super::conv::{conv2d_backward_input, ConvGeom};
-use super::conv_implicit::{as_f32, as_f32_mut, Im2col, Tap};
+use super::conv_implicit::{Im2col, Tap};
 use super::gemm::{gemm_packed, MatRef};
 use super::scratch::with_scratch;
 use crate::Float;
+use crate::{as_f32, as_f32_mut};
 use rayon::prelude::*;
 
 /// Fewest windows per image (about the input map size) for which `conv_transpose2d` takes the
