@@ -15,6 +15,7 @@
 
 use crate::ActiveSet;
 use rayon::prelude::*;
+use spark_engine::cpu::conv_implicit::flip_transpose_weight;
 use spark_engine::cpu::conv_winograd::{output_rows, transform_weight};
 use spark_engine::cpu::gemm::{gemm, MatRef};
 use spark_engine::cpu::scratch::with_scratch;
@@ -95,14 +96,7 @@ pub fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, tiles: &WinogradTiles
 /// Input gradient: the same tile conv of `dy` with the flipped, transposed kernel
 /// (`w'[ci][co][ky][kx] = w[co][ci][2-ky][2-kx]`), since input and output sites coincide.
 pub fn grad_input(dy: &[f32], w: &[f32], tiles: &WinogradTiles, cin: usize, cout: usize) -> Vec<f32> {
-    let mut wf = vec![0.0f32; w.len()];
-    for co in 0..cout {
-        for ci in 0..cin {
-            for k in 0..9 {
-                wf[(ci * cout + co) * 9 + k] = w[(co * cin + ci) * 9 + 8 - k];
-            }
-        }
-    }
+    let wf = flip_transpose_weight(w, 1, cout, cin, [3, 3]);
     let u = transform_weight(&wf, cin, cout);
     run(dy, &u, None, tiles, cout, cin, dy.len() / cout.max(1))
 }

@@ -320,13 +320,12 @@ pub(crate) fn input_grad_as_conv(g: &ConvGeom) -> bool {
     g.stride == [1, 1] && g.pad[0] <= g.dil[0] * (g.kh - 1) && g.pad[1] <= g.dil[1] * (g.kw - 1)
 }
 
-/// Input gradient for `input_grad_as_conv` geometries: `gx = conv(go, flip(w)^T)` with
-/// padding `dil*(k-1) - pad`.
-pub(crate) fn backward_input_stride1(go: &[f32], w: &[f32], g: &ConvGeom, gx: &mut [f32]) {
-    let (cin_g, cout_g, kh, kw) = (g.cin_g(), g.cout_g(), g.kh, g.kw);
-    // w'[gi*cin_g + ci][co][ky][kx] = w[gi*cout_g + co][ci][kh-1-ky][kw-1-kx]
+/// The kernel of the transposed convolution: `w'[gi*cin_g + ci][co][ky][kx] =
+/// w[gi*cout_g + co][ci][kh-1-ky][kw-1-kx]` for a `[groups*cout_g, cin_g, kh, kw]` weight. A
+/// stride-1 input gradient is the forward conv of the output gradient with it.
+pub fn flip_transpose_weight(w: &[f32], groups: usize, cout_g: usize, cin_g: usize, [kh, kw]: [usize; 2]) -> Vec<f32> {
     let mut wf = vec![0.0f32; w.len()];
-    for gi in 0..g.groups {
+    for gi in 0..groups {
         for co in 0..cout_g {
             for ci in 0..cin_g {
                 for ky in 0..kh {
@@ -339,6 +338,14 @@ pub(crate) fn backward_input_stride1(go: &[f32], w: &[f32], g: &ConvGeom, gx: &m
             }
         }
     }
+    wf
+}
+
+/// Input gradient for `input_grad_as_conv` geometries: `gx = conv(go, flip(w)^T)` with
+/// padding `dil*(k-1) - pad`.
+pub(crate) fn backward_input_stride1(go: &[f32], w: &[f32], g: &ConvGeom, gx: &mut [f32]) {
+    let (kh, kw) = (g.kh, g.kw);
+    let wf = flip_transpose_weight(w, g.groups, g.cout_g(), g.cin_g(), [kh, kw]);
     let gt = ConvGeom {
         cin: g.cout,
         h: g.oh,
