@@ -65,18 +65,16 @@ impl<'a> Im2col<'a> {
         runs
     }
 
-    /// Writes im2col row `k` over one run to `dst[(run.t + u) * step]`, u = 0..run.len.
+    /// Writes im2col row `k` over one run to `dst[run.t..run.t + run.len]`.
     #[inline(always)]
-    fn tap_run(&self, k: usize, run: &Run, dst: &mut [f32], step: usize) {
+    fn tap_run(&self, k: usize, run: &Run, dst: &mut [f32]) {
         let g = self.g;
         let (plane, offy, offx) = self.taps[k];
         let (sy, sx) = (g.stride[0], g.stride[1]);
         let iy = (run.oy * sy) as isize + offy;
-        let (t0, n) = (run.t, run.len);
+        let d = &mut dst[run.t..run.t + run.len];
         if iy < 0 || iy >= g.h as isize {
-            for u in 0..n {
-                dst[(t0 + u) * step] = 0.0;
-            }
+            d.fill(0.0);
             return;
         }
         let row = &self.x[run.base + plane + iy as usize * g.w..][..g.w];
@@ -86,26 +84,21 @@ impl<'a> Im2col<'a> {
         } else {
             valid_range(offx, sx, g.w, g.ow)
         };
-        let end = run.ox + n;
+        let end = run.ox + run.len;
         let a = run.ox.max(xlo).min(end);
         let b = end.min(xhi).max(a);
         let (za, zb) = (a - run.ox, b - run.ox);
-        if step == 1 && sx == 1 {
-            let d = &mut dst[t0..t0 + n];
-            d[..za].fill(0.0);
-            if b > a {
-                let s0 = (a as isize + offx) as usize;
-                d[za..zb].copy_from_slice(&row[s0..s0 + (b - a)]);
-            }
-            d[zb..].fill(0.0);
-        } else {
-            for u in (0..za).chain(zb..n) {
-                dst[(t0 + u) * step] = 0.0;
-            }
+        d[..za].fill(0.0);
+        d[zb..].fill(0.0);
+        if b > a {
             let s0 = (a * sx) as isize + offx;
-            for u in za..zb {
+            if sx == 1 {
+                d[za..zb].copy_from_slice(&row[s0 as usize..s0 as usize + (b - a)]);
+            } else {
                 // a lies in the valid range, so every index here is inside the row.
-                dst[(t0 + u) * step] = row[(s0 + ((u - za) * sx) as isize) as usize];
+                for (u, v) in d[za..zb].iter_mut().enumerate() {
+                    *v = row[(s0 + (u * sx) as isize) as usize];
+                }
             }
         }
     }
@@ -203,7 +196,7 @@ impl PackB for Im2col<'_> {
             for p in 0..kc {
                 let row = &mut dst[p * nr + c0..(p + 1) * nr];
                 for run in runs.iter() {
-                    self.tap_run(p0 + p, run, row, 1);
+                    self.tap_run(p0 + p, run, row);
                 }
             }
         }
@@ -241,15 +234,11 @@ impl PackB for Im2colT<'_> {
             let block = &mut dst[q0 * nr..];
             for run in runs.iter() {
                 let n = run.len;
-                if cols * n > tmp.len() {
-                    for j in 0..cols {
-                        self.0.tap_run(j0 + j, run, &mut block[j..], nr);
-                    }
-                    continue;
-                }
+                // cols <= nr <= 48 (the widest microkernel) and n <= MAX_RUNS.
+                assert!(cols * n <= tmp.len(), "Im2colT: panel wider than 48 columns");
                 let local = Run { t: 0, ..*run };
                 for j in 0..cols {
-                    self.0.tap_run(j0 + j, &local, &mut tmp[j * n..(j + 1) * n], 1);
+                    self.0.tap_run(j0 + j, &local, &mut tmp[j * n..(j + 1) * n]);
                 }
                 transpose(&tmp, n, cols, n, &mut block[run.t * nr..], nr);
             }
