@@ -1,10 +1,11 @@
 //! SGEMM throughput (GFLOP/s via criterion's element throughput = FLOPs) at square sizes, on
-//! the default (fastest) path and on every other SIMD path this CPU has.
+//! the default (fastest) path, on every other SIMD path this CPU has, and with bf16 products
+//! where the CPU multiplies bf16 natively.
 //! `cargo bench -p spark-benches --bench gemm -- --warm-up-time 1 --measurement-time 3`
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use spark_engine::cpu::gemm::{available_paths, gemm, gemm_with_path, MatRef};
-use spark_engine::Rng;
+use spark_engine::{bf16_native, MatmulPrecision, Rng};
 
 fn bench_gemm(c: &mut Criterion) {
     let mut rng = Rng::new(1);
@@ -22,9 +23,21 @@ fn bench_gemm(c: &mut Criterion) {
         if n <= 1024 {
             for path in available_paths().into_iter().skip(1) {
                 group.bench_function(BenchmarkId::new(format!("{path:?}"), n), |bch| {
-                    bch.iter(|| gemm_with_path(path, MatRef::new(&a, n, n), MatRef::new(&b, n, n), &mut out, n, false))
+                    bch.iter(|| {
+                        let (a, b) = (MatRef::new(&a, n, n), MatRef::new(&b, n, n));
+                        gemm_with_path(path, MatmulPrecision::F32, a, b, &mut out, n, false)
+                    })
                 });
             }
+        }
+        if bf16_native() {
+            let path = available_paths()[0];
+            group.bench_function(BenchmarkId::new("bf16", n), |bch| {
+                bch.iter(|| {
+                    let (a, b) = (MatRef::new(&a, n, n), MatRef::new(&b, n, n));
+                    gemm_with_path(path, MatmulPrecision::Bf16, a, b, &mut out, n, false)
+                })
+            });
         }
     }
     group.finish();

@@ -2,21 +2,36 @@
 //! on sizes that are not multiples of any tile, with transposed/strided operands and accumulate.
 
 use spark_engine::cpu::gemm::{available_paths, gemm, gemm_with_path, GemmPath, MatRef};
-use spark_engine::Rng;
+use spark_engine::{MatmulPrecision, Rng};
 
 fn rand_vec(n: usize, rng: &mut Rng) -> Vec<f32> {
     (0..n).map(|_| rng.normal() as f32).collect()
 }
 
-/// C_ref = (accumulate ? C0 : 0) + A·B in f64.
-fn reference(a: &MatRef<'_, f32>, b: &MatRef<'_, f32>, c0: &[f32], ldc: usize, acc: bool) -> Vec<f64> {
+/// The value a product at `prec` sees: bf16 rounds to nearest even.
+fn operand(x: f32, prec: MatmulPrecision) -> f64 {
+    match prec {
+        MatmulPrecision::F32 => x as f64,
+        MatmulPrecision::Bf16 => half::bf16::from_f32(x).to_f64(),
+    }
+}
+
+/// C_ref = (accumulate ? C0 : 0) + A·B in f64, on operands rounded as `prec` rounds them.
+fn reference(
+    a: &MatRef<'_, f32>,
+    b: &MatRef<'_, f32>,
+    c0: &[f32],
+    ldc: usize,
+    acc: bool,
+    prec: MatmulPrecision,
+) -> Vec<f64> {
     let (m, n, k) = (a.rows, b.cols, a.cols);
     let mut out = vec![0.0f64; m * n];
     for i in 0..m {
         for j in 0..n {
             let mut s = if acc { c0[i * ldc + j] as f64 } else { 0.0 };
             for p in 0..k {
-                s += a.at(i, p) as f64 * b.at(p, j) as f64;
+                s += operand(a.at(i, p), prec) * operand(b.at(p, j), prec);
             }
             out[i * n + j] = s;
         }
@@ -24,9 +39,23 @@ fn reference(a: &MatRef<'_, f32>, b: &MatRef<'_, f32>, c0: &[f32], ldc: usize, a
     out
 }
 
-/// Runs one case on `path` (None = the public `gemm`), layout chosen by `ta`/`tb` (operand
-/// stored transposed) and a padded ldc, and compares with the reference.
-fn check(path: Option<GemmPath>, m: usize, n: usize, k: usize, ta: bool, tb: bool, acc: bool, seed: u64) {
+/// Runs one case on `path` at `prec` (path None = the public `gemm` at the process setting,
+/// f32 in this binary), layout chosen by `ta`/`tb` (operand stored transposed) and a padded ldc,
+/// and compares with the reference on equally rounded operands. The tolerance is f32
+/// accumulation error: a bf16 kernel that did not round, or rounded differently, misses it by
+/// far (bf16 keeps 8 bits).
+#[allow(clippy::too_many_arguments)]
+fn check(
+    path: Option<GemmPath>,
+    prec: MatmulPrecision,
+    m: usize,
+    n: usize,
+    k: usize,
+    ta: bool,
+    tb: bool,
+    acc: bool,
+    seed: u64,
+) {
     let mut rng = Rng::new(seed);
     let av = rand_vec(m * k, &mut rng);
     let bv = rand_vec(k * n, &mut rng);
@@ -38,9 +67,9 @@ fn check(path: Option<GemmPath>, m: usize, n: usize, k: usize, ta: bool, tb: boo
     let mut c: Vec<f32> =
         (0..m * ldc).map(|i| if acc && i % ldc < n { rng.normal() as f32 } else { f32::NAN }).collect();
     let c0 = c.clone();
-    let expect = reference(&a, &b, &c0, ldc, acc);
+    let expect = reference(&a, &b, &c0, ldc, acc, prec);
     match path {
-        Some(p) => gemm_with_path(p, a, b, &mut c, ldc, acc).unwrap(),
+        Some(p) => gemm_with_path(p, prec, a, b, &mut c, ldc, acc).unwrap(),
         None => gemm(a, b, &mut c, ldc, acc),
     }
     for i in 0..m {
@@ -54,7 +83,7 @@ fn check(path: Option<GemmPath>, m: usize, n: usize, k: usize, ta: bool, tb: boo
             let tol = 1e-4 * (k as f64).sqrt() * (1.0 + e.abs());
             assert!(
                 (got as f64 - e).abs() <= tol,
-                "{path:?} m={m} n={n} k={k} ta={ta} tb={tb} acc={acc}: C[{i},{j}] = {got}, expected {e}"
+                "{path:?} {prec:?} m={m} n={n} k={k} ta={ta} tb={tb} acc={acc}: C[{i},{j}] = {got}, expected {e}"
             );
         }
     }
@@ -81,7 +110,7 @@ fn every_path_matches_reference_on_odd_sizes() {
     assert!(paths.contains(&GemmPath::Portable), "the portable path is always available");
     for &p in &paths {
         for (s, &(m, n, k)) in SIZES.iter().enumerate() {
-            check(Some(p), m, n, k, false, false, false, s as u64);
+            check(Some(p), MatmulPrecision::F32, m, n, k, false, false, false, s as u64);
         }
     }
 }
@@ -91,7 +120,7 @@ fn every_path_handles_transposes_and_accumulate() {
     for &p in &available_paths() {
         for (s, &(m, n, k)) in SIZES.iter().enumerate() {
             for (ta, tb, acc) in [(true, false, false), (false, true, true), (true, true, true), (false, false, true)] {
-                check(Some(p), m, n, k, ta, tb, acc, 100 + s as u64);
+                check(Some(p), MatmulPrecision::F32, m, n, k, ta, tb, acc, 100 + s as u64);
             }
         }
     }
@@ -100,8 +129,41 @@ fn every_path_handles_transposes_and_accumulate() {
 #[test]
 fn public_gemm_large_parallel_case() {
     // Big enough to take the multi-threaded split, with several KC slices and a ragged M.
-    check(None, 301, 515, 900, false, true, true, 7);
-    check(None, 5, 2000, 300, true, false, false, 8);
+    check(None, MatmulPrecision::F32, 301, 515, 900, false, true, true, 7);
+    check(None, MatmulPrecision::F32, 5, 2000, 300, true, false, false, 8);
+}
+
+#[test]
+fn bf16_products_match_reference_on_rounded_operands() {
+    // Native vdpbf16ps on AVX512-BF16 CPUs, rounded operands on the f32 kernels elsewhere: both
+    // must equal the exact product of the rounded operands up to f32 accumulation. Odd depths
+    // exercise the zero-padded last pair; 900 spans several KC slices in parallel.
+    for &p in &available_paths() {
+        for (s, &(m, n, k)) in SIZES.iter().enumerate() {
+            let (ta, tb, acc) = [(false, false, false), (true, false, true), (false, true, false)][s % 3];
+            check(Some(p), MatmulPrecision::Bf16, m, n, k, ta, tb, acc, 200 + s as u64);
+        }
+        check(Some(p), MatmulPrecision::Bf16, 301, 515, 900, false, true, true, 7);
+    }
+}
+
+#[test]
+fn bf16_products_differ_from_f32_by_bf16_rounding() {
+    // The bf16 GEMM really rounds: on random data it is off the f32 product by about 2^-9
+    // relative per term, far more than f32 accumulation error, and no further.
+    let (m, n, k) = (16, 48, 256);
+    let mut rng = Rng::new(9);
+    let (av, bv) = (rand_vec(m * k, &mut rng), rand_vec(k * n, &mut rng));
+    let path = available_paths()[0];
+    let mut c32 = vec![0.0f32; m * n];
+    let mut c16 = vec![0.0f32; m * n];
+    let (a, b) = (MatRef::new(&av, m, k), MatRef::new(&bv, k, n));
+    gemm_with_path(path, MatmulPrecision::F32, a, b, &mut c32, n, false).unwrap();
+    gemm_with_path(path, MatmulPrecision::Bf16, a, b, &mut c16, n, false).unwrap();
+    let rms = |v: &[f32]| (v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>() / v.len() as f64).sqrt();
+    let diff: Vec<f32> = c32.iter().zip(&c16).map(|(x, y)| x - y).collect();
+    let rel = rms(&diff) / rms(&c32);
+    assert!(rel > 1e-4 && rel < 1e-2, "bf16 vs f32 relative rms difference {rel}");
 }
 
 #[test]

@@ -7,6 +7,9 @@
 /// A microkernel: `(kc, a_panel, b_panel, c, ldc, accumulate)`.
 pub(crate) type KernelFn = unsafe fn(usize, *const f32, *const f32, *mut f32, usize, bool);
 
+/// A bf16 microkernel over pair words (see `bf16.rs`): `(depth_pairs, a, b, c, ldc, accumulate)`.
+pub(crate) type Bf16KernelFn = unsafe fn(usize, *const u32, *const u32, *mut f32, usize, bool);
+
 /// Tile shape and cache blocking of one SIMD path.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct KernelSpec {
@@ -19,6 +22,8 @@ pub(crate) struct KernelSpec {
     /// Columns of B per packed block (KC x NC lives in L3).
     pub nc: usize,
     pub func: KernelFn,
+    /// The same tile on bf16 pairs, where the CPU has one (AVX512-BF16).
+    pub bf16_func: Option<Bf16KernelFn>,
 }
 
 // ------------------------------------------------------------------ AVX-512

@@ -7,12 +7,15 @@
 //! f32 runs a BLIS-style kernel (`driver.rs`): packed A/B panels blocked for L1/L2/L3 and a
 //! register-blocked microkernel (`kernels.rs`) chosen at run time: AVX-512 (8x48), AVX2+FMA
 //! (6x16) or a portable auto-vectorised one (4x16). f64 (gradient checks only) takes a simple
-//! row-parallel loop.
+//! row-parallel loop. At `MatmulPrecision::Bf16` (see `crate::precision`) the f32 GEMM rounds
+//! its packed operands to bf16 and, with AVX512-BF16, multiplies them with `vdpbf16ps`.
 
+mod bf16;
 mod driver;
 mod kernels;
 mod pack;
 
+use crate::precision::{matmul_precision, MatmulPrecision};
 use crate::{DType, Error, Float, Result};
 use kernels::KernelSpec;
 use rayon::prelude::*;
@@ -79,7 +82,24 @@ pub fn gemm_packed<A: PackA + ?Sized, B: PackB + ?Sized>(
         }
         return;
     }
-    driver::gemm_f32(&spec(default_path()), (m, n, k), a, b, c, ldc, accumulate);
+    driver::gemm_f32(&spec(default_path()), matmul_precision(), (m, n, k), a, b, c, ldc, accumulate);
+}
+
+/// Whether this CPU has the bf16 microkernel (AVX512-BF16 with the AVX-512 path), checked once.
+pub fn bf16_native() -> bool {
+    static NATIVE: OnceLock<bool> = OnceLock::new();
+    *NATIVE.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            default_path() == GemmPath::Avx512
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512bf16")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    })
 }
 
 /// A SIMD code path of the f32 GEMM.
@@ -120,9 +140,15 @@ fn spec(path: GemmPath) -> KernelSpec {
         #[cfg(target_arch = "x86_64")]
         // 8x48 beat 12x32 on conv-shaped GEMMs (M = 64 channels: no padded rows) and tied on
         // square ones (docs/benchmarks.md).
-        GemmPath::Avx512 => {
-            KernelSpec { mr: 8, nr: 48, kc: 384, mc: 192, nc: 4096, func: kernels::avx512::kernel_8x48 }
-        }
+        GemmPath::Avx512 => KernelSpec {
+            mr: 8,
+            nr: 48,
+            kc: 384,
+            mc: 192,
+            nc: 4096,
+            func: kernels::avx512::kernel_8x48,
+            bf16_func: if bf16_native() { Some(bf16::avx512::kernel_8x48) } else { None },
+        },
         #[cfg(target_arch = "x86_64")]
         GemmPath::Avx2 => KernelSpec {
             mr: kernels::avx2::MR,
@@ -131,6 +157,7 @@ fn spec(path: GemmPath) -> KernelSpec {
             mc: 144,
             nc: 4096,
             func: kernels::avx2::kernel,
+            bf16_func: None,
         },
         _ => KernelSpec {
             mr: kernels::portable::MR,
@@ -139,6 +166,7 @@ fn spec(path: GemmPath) -> KernelSpec {
             mc: 128,
             nc: 4096,
             func: kernels::portable::kernel,
+            bf16_func: None,
         },
     }
 }
@@ -176,16 +204,18 @@ pub fn gemm<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T], ldc: usiz
     if T::DTYPE == DType::F32 {
         // SAFETY: T::DTYPE == F32 means T is f32 (Float is implemented for f32 and f64 only).
         let (a, b, c) = unsafe { (cast_mat(a), cast_mat(b), &mut *(c as *mut [T] as *mut [f32])) };
-        driver::gemm_f32(&spec(default_path()), (a.rows, b.cols, a.cols), &a, &b, c, ldc, accumulate);
+        let dims = (a.rows, b.cols, a.cols);
+        driver::gemm_f32(&spec(default_path()), matmul_precision(), dims, &a, &b, c, ldc, accumulate);
     } else {
         reference_gemm(a, b, c, ldc, accumulate);
     }
 }
 
-/// f32 GEMM on an explicit SIMD path (tests and benchmarks compare the paths). Errors when this
-/// CPU cannot run `path`.
+/// f32 GEMM on an explicit SIMD path and precision (tests and benchmarks compare them without
+/// touching the process-wide setting). Errors when this CPU cannot run `path`.
 pub fn gemm_with_path(
     path: GemmPath,
+    precision: MatmulPrecision,
     a: MatRef<'_, f32>,
     b: MatRef<'_, f32>,
     c: &mut [f32],
@@ -196,7 +226,7 @@ pub fn gemm_with_path(
         return Err(Error::Msg(format!("gemm_with_path: {path:?} is not supported by this CPU")));
     }
     if prologue(&a, &b, c, ldc, accumulate) {
-        driver::gemm_f32(&spec(path), (a.rows, b.cols, a.cols), &a, &b, c, ldc, accumulate);
+        driver::gemm_f32(&spec(path), precision, (a.rows, b.cols, a.cols), &a, &b, c, ldc, accumulate);
     }
     Ok(())
 }
