@@ -11,7 +11,7 @@ use clap::{Args, Subcommand};
 use spark::optim::{optim_params, Recipe};
 use spark::{EncoderMode, SparK};
 use spark_engine::cpu::gemm::{available_paths, gemm_with_path, MatRef};
-use spark_engine::{Conv2dParams, DType, Device, Rng, Tensor};
+use spark_engine::{bf16_native, set_matmul_precision, Conv2dParams, DType, Device, MatmulPrecision, Rng, Tensor};
 use spark_nn::Module;
 use std::time::Instant;
 
@@ -26,6 +26,10 @@ pub struct BenchArgs {
     /// compare sparse convs with the plain im2col dense-masked conv.
     #[arg(long, global = true)]
     pub no_winograd: bool,
+    /// Matrix-product precision of the conv, sparse and step benches: f32, or bf16 autocast
+    /// (the gemm table always shows both).
+    #[arg(long, global = true, default_value = "f32")]
+    pub precision: String,
 }
 
 #[derive(Subcommand, Debug, Clone)]
@@ -95,18 +99,27 @@ fn naive_gemm(a: &[f32], b: &[f32], c: &mut [f32], n: usize) {
 pub fn run(a: BenchArgs, common: CommonOpts) -> CliResult<()> {
     setup_threads(common.threads)?;
     spark_engine::cpu::conv_winograd::set_enabled(!a.no_winograd);
+    let precision = MatmulPrecision::parse(&a.precision)
+        .ok_or_else(|| CliError::usage(format!("--precision '{}': use f32 or bf16", a.precision)))?;
+    set_matmul_precision(precision);
     println!(
-        "spark bench ({} compute threads; median of {} runs; dense 3x3 convs: {})",
+        "spark bench ({} compute threads; median of {} runs; dense 3x3 convs: {}; matmul precision: {}{})",
         compute_threads(),
         a.reps.max(1),
-        if a.no_winograd { "implicit GEMM" } else { "Winograd" }
+        if a.no_winograd { "implicit GEMM" } else { "Winograd" },
+        precision.name(),
+        if precision == MatmulPrecision::Bf16 && !bf16_native() { " (emulated: no AVX512-BF16)" } else { "" }
     );
     match a.what {
         BenchWhat::Gemm { sizes } => {
-            let paths = available_paths();
+            // Every f32 SIMD path, then bf16 products on the fastest one where the CPU has them.
+            let mut paths: Vec<_> = available_paths().into_iter().map(|p| (p, MatmulPrecision::F32)).collect();
+            if bf16_native() {
+                paths.push((paths[0].0, MatmulPrecision::Bf16));
+            }
             print!("| n |");
-            for p in &paths {
-                print!(" {p:?} GFLOP/s |");
+            for (p, prec) in &paths {
+                print!(" {p:?} {} GFLOP/s |", prec.name());
             }
             println!(" naive GFLOP/s | best / naive |");
             println!("|---|{}---|---|", "---|".repeat(paths.len()));
@@ -118,9 +131,9 @@ pub fn run(a: BenchArgs, common: CommonOpts) -> CliResult<()> {
                 let flops = 2.0 * (n as f64).powi(3);
                 print!("| {n} |");
                 let mut best: f64 = 0.0;
-                for &p in &paths {
+                for &(p, prec) in &paths {
                     let t = time(a.reps, || {
-                        gemm_with_path(p, MatRef::new(&a_, n, n), MatRef::new(&b_, n, n), &mut c, n, false)?;
+                        gemm_with_path(p, prec, MatRef::new(&a_, n, n), MatRef::new(&b_, n, n), &mut c, n, false)?;
                         Ok(())
                     })?;
                     best = best.max(flops / t / 1e9);
