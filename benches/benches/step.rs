@@ -6,7 +6,7 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use spark::optim::Recipe;
 use spark::{EncoderMode, SparkConfig, TrainConfig, Trainer};
-use spark_engine::{DType, Device, Rng, Tensor};
+use spark_engine::{DType, Device, MatmulPrecision, Rng, Tensor};
 use std::time::Duration;
 
 fn trainer(backbone: &str, size: usize, mode: EncoderMode) -> Trainer {
@@ -21,6 +21,7 @@ fn trainer(backbone: &str, size: usize, mode: EncoderMode) -> Trainer {
         seed: 0,
         checkpoint_dir: None,
         checkpoint_every: 0,
+        precision: MatmulPrecision::F32,
     };
     Trainer::new(cfg).expect("build trainer")
 }

@@ -192,6 +192,11 @@ fn config_file_is_merged_under_flags() {
     let cfg = std::fs::read_to_string(t.join("run/config.toml")).unwrap();
     // --steps 2 (flag) beats the file's 1; the file's mask ratio and seed beat the preset.
     assert!(cfg.contains("steps = 2") && cfg.contains("mask_ratio = 0.5") && cfg.contains("seed = 9"), "{cfg}");
+    // bf16 autocast from a flag: saved in the run config and announced in the log.
+    let log = pretrain(&t, "bf16", "1", &["--precision", "bf16"]);
+    assert!(log.contains("precision: bf16 autocast"), "{log}");
+    let cfg = std::fs::read_to_string(t.join("bf16/config.toml")).unwrap();
+    assert!(cfg.contains("precision = \"bf16\""), "{cfg}");
     std::fs::write(t.join("bad.toml"), "stepz = 1\n").unwrap();
     let o = spark(&["pretrain", "--config", "bad.toml"], &t.0);
     assert_eq!(o.status.code(), Some(2));
@@ -213,6 +218,8 @@ fn errors_are_one_line_with_a_hint_and_exit_codes_differ() {
     check(&["pretrain", "--no-such-flag"], 2, "--no-such-flag");
     check(&["pretrain", "--input-size", "50"], 2, "multiple of 32");
     check(&["pretrain", "--backbone", "vgg16"], 2, "unknown backbone");
+    check(&["pretrain", "--precision", "fp8"], 2, "use f32 or bf16");
+    check(&["bench", "step", "--precision", "fp8"], 2, "use f32 or bf16");
     let e = check(&["pretrain", "--data", "missing-folder", "--out", "o"], 1, "does not exist");
     assert!(e.lines().count() == 2 && e.contains("hint:"), "{e}");
     let e = check(&["pretrain", "--device", "cuda", "--out", "o"], 1, "CUDA");
@@ -242,6 +249,8 @@ fn info_and_bench_print_their_tables() {
     assert!(o.contains("dense 3x3 convs: Winograd"), "{o}");
     let o = ok(&spark(&["bench", "gemm", "--sizes", "64", "--reps", "1", "--no-winograd"], &t.0));
     assert!(o.contains("dense 3x3 convs: implicit GEMM"), "{o}");
+    let o = ok(&spark(&["bench", "gemm", "--sizes", "64", "--reps", "1", "--precision", "bf16"], &t.0));
+    assert!(o.contains("matmul precision: bf16"), "{o}");
 }
 
 #[cfg(unix)]

@@ -9,7 +9,7 @@ use crate::checkpoint::{self, CheckpointMeta};
 use crate::model::{EncoderMode, SparK, SparkConfig};
 use crate::optim::{optim_params, LrSchedule, OptimParam, Optimizer, Recipe, WdSchedule};
 use serde::{Deserialize, Serialize};
-use spark_engine::{Error, GradStore, Result, Rng, Tensor};
+use spark_engine::{Error, GradStore, MatmulPrecision, PrecisionScope, Result, Rng, Tensor};
 use spark_nn::Module;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,6 +33,27 @@ pub struct TrainConfig {
     pub checkpoint_dir: Option<PathBuf>,
     /// Save every this many optimizer steps (0 = only at the end / on stop).
     pub checkpoint_every: usize,
+    /// Precision of the convolutions' matrix products in forward and backward: `Bf16` is bf16
+    /// autocast (operands rounded to bf16, f32 accumulation; everything else stays f32). Older
+    /// checkpoints without the key ran in f32.
+    #[serde(default, with = "precision_name")]
+    pub precision: MatmulPrecision,
+}
+
+/// `MatmulPrecision` as its config spelling ("f32" / "bf16").
+mod precision_name {
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+    use spark_engine::MatmulPrecision;
+
+    pub fn serialize<S: Serializer>(p: &MatmulPrecision, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(p.name())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<MatmulPrecision, D::Error> {
+        let name = String::deserialize(d)?;
+        MatmulPrecision::parse(&name)
+            .ok_or_else(|| D::Error::custom(format!("unknown precision `{name}` (f32 or bf16)")))
+    }
 }
 
 impl TrainConfig {
@@ -166,6 +187,7 @@ impl Trainer {
         let n = micro_batches.len() as f64;
         let mut grads = GradStore::new();
         let (mut loss_sum, mut images) = (0.0, 0usize);
+        let autocast = PrecisionScope::new(self.config.precision);
         for x in micro_batches {
             let x = x.to_dtype(self.config.model.dtype()?)?;
             let mask = self.model.sample_mask(x.dims()[0], &mut self.rng)?;
@@ -178,6 +200,7 @@ impl Trainer {
             images += x.dims()[0];
             out.loss.div_scalar(n)?.backward_into(&mut grads)?;
         }
+        drop(autocast);
         let (lr, wd) = (self.config.lr_schedule().lr(self.step), self.config.wd_schedule().wd(self.step));
         let norm = crate::optim::global_grad_norm(
             &self.params.iter().map(|p| grads.get(&p.tensor).cloned()).collect::<Vec<_>>(),

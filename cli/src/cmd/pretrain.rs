@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use spark::data::{Dataset, Loader, LoaderConfig, Transform};
 use spark::optim::{OptimizerKind, Recipe};
 use spark::{EncoderMode, SparkConfig, TrainConfig, Trainer};
+use spark_engine::{bf16_native, MatmulPrecision};
 use spark_nn::Module;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -87,6 +88,11 @@ pub struct PretrainArgs {
     /// Random seed (data order, augmentation, masks, initial weights).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Precision of the convolutions' matrix products: `f32`, or `bf16` autocast (operands
+    /// rounded to bf16, f32 accumulation and f32 everything else; about 1.7x faster GEMMs on CPUs
+    /// with AVX512-BF16, same results but no speed-up elsewhere).
+    #[arg(long)]
+    pub precision: Option<String>,
 }
 
 /// The resolved settings of a pretraining run (saved as `config.toml`).
@@ -120,6 +126,9 @@ pub struct PretrainConfig {
     pub wd_end: f64,
     pub crop_scale: [f64; 2],
     pub encoder: String,
+    /// f32 or bf16 (autocast of the convolutions' matrix products); absent in older runs = f32.
+    #[serde(default = "f32_name")]
+    pub precision: String,
     pub data: String,
     pub out: String,
     pub seed: u64,
@@ -127,6 +136,10 @@ pub struct PretrainConfig {
     pub workers: usize,
     pub save_every: usize,
     pub reconstruction_images: usize,
+}
+
+fn f32_name() -> String {
+    "f32".into()
 }
 
 impl PretrainConfig {
@@ -167,6 +180,7 @@ impl PretrainConfig {
             wd_end: recipe.wd_end,
             crop_scale: [recipe.crop_scale.0, recipe.crop_scale.1],
             encoder: "sparse".into(),
+            precision: f32_name(),
             data: "builtin".into(),
             out: "runs/pretrain".into(),
             seed: 0,
@@ -224,6 +238,9 @@ impl PretrainConfig {
         if !["sparse", "dense-masked"].contains(&self.encoder.as_str()) {
             return u(format!("--encoder '{}': use sparse or dense-masked", self.encoder));
         }
+        if MatmulPrecision::parse(&self.precision).is_none() {
+            return u(format!("--precision '{}': use f32 or bf16", self.precision));
+        }
         if self.steps == Some(0) || self.epochs == Some(0) {
             return u("--steps / --epochs must be at least 1".into());
         }
@@ -244,6 +261,7 @@ fn flags(a: &PretrainArgs, device: Option<String>) -> toml::Table {
         .set_usize("warmup_steps", a.warmup_steps)
         .set("optimizer", a.optimizer.clone())
         .set("encoder", a.encoder.clone())
+        .set("precision", a.precision.clone())
         .set("data", a.data.clone())
         .set("out", a.out.as_ref().map(|p| p.display().to_string()))
         .set_usize("save_every", a.save_every)
@@ -375,6 +393,7 @@ pub fn run(a: PretrainArgs, common: crate::common::CommonOpts) -> CliResult<()> 
         seed: cfg.seed,
         checkpoint_dir: Some(out.clone()),
         checkpoint_every: cfg.save_every,
+        precision: MatmulPrecision::parse(&cfg.precision).unwrap_or_default(),
     };
     let mut trainer = match &resume_path {
         Some(p) => {
@@ -412,6 +431,12 @@ pub fn run(a: PretrainArgs, common: crate::common::CommonOpts) -> CliResult<()> 
         cfg.workers,
         cfg.seed
     );
+    if trainer.config.precision == MatmulPrecision::Bf16 {
+        eprintln!(
+            "precision: bf16 autocast of the conv / matmul products ({})",
+            if bf16_native() { "AVX512-BF16" } else { "no AVX512-BF16 on this CPU: rounded operands, no speed-up" }
+        );
+    }
     eprintln!("output: {}", out.display());
 
     let ckpt_path = out.join(checkpoint::FILE);

@@ -3,7 +3,7 @@
 
 use spark::optim::Recipe;
 use spark::{EncoderMode, SparkConfig, TrainConfig};
-use spark_engine::{Result, Rng, Tensor};
+use spark_engine::{MatmulPrecision, Result, Rng, Tensor};
 
 /// Smooth coloured images, roughly unit variance: a centred radial shading (predictable from the
 /// patch position) with a random per-channel gain, a random ramp (predictable from the visible
@@ -72,6 +72,7 @@ pub fn tiny_train(total_steps: usize, peak_lr: f64) -> TrainConfig {
         seed: 7,
         checkpoint_dir: None,
         checkpoint_every: 0,
+        precision: MatmulPrecision::F32,
     }
 }
 
