@@ -64,6 +64,35 @@ fn unary_ops_gradients() {
 }
 
 #[test]
+fn unary_ops_on_large_f32_tensors_match_elementwise_formulas() {
+    // Longer than the parallel threshold and not a whole number of chunks: the chunked,
+    // specialised kernels must cover every element, forward and backward.
+    let n = 3 * (1 << 14) + 77;
+    let x = Tensor::randn(&[n], 0.0, 4.0, &mut Rng::new(8), DType::F32, Device::Cpu).unwrap().to_variable();
+    let xs = x.to_vec::<f32>().unwrap();
+    let cases: Vec<(&str, Box<dyn Fn(&Tensor) -> spark_engine::Result<Tensor>>, Box<dyn Fn(f32) -> (f32, f32)>)> = vec![
+        ("relu", Box::new(|t| t.relu()), Box::new(|v| (v.max(0.0), if v > 0.0 { 1.0 } else { 0.0 }))),
+        (
+            "relu6",
+            Box::new(|t| t.relu6()),
+            Box::new(|v| (v.clamp(0.0, 6.0), if v > 0.0 && v < 6.0 { 1.0 } else { 0.0 })),
+        ),
+        ("affine", Box::new(|t| t.affine(-1.5, 0.25)), Box::new(|v| (-1.5 * v + 0.25, -1.5))),
+        ("tanh", Box::new(|t| t.tanh()), Box::new(|v| (v.tanh(), 1.0 - v.tanh() * v.tanh()))),
+    ];
+    for (name, f, want) in cases {
+        let y = f(&x).unwrap();
+        let g = y.sum_all().unwrap().backward().unwrap();
+        let (got_y, got_g) = (y.to_vec::<f32>().unwrap(), g.get(&x).unwrap().to_vec::<f32>().unwrap());
+        for (i, &v) in xs.iter().enumerate() {
+            let (wy, wg) = want(v);
+            assert!((got_y[i] - wy).abs() <= 1e-6 * (1.0 + wy.abs()), "{name} forward [{i}]: {} vs {wy}", got_y[i]);
+            assert!((got_g[i] - wg).abs() <= 1e-6, "{name} gradient [{i}]: {} vs {wg}", got_g[i]);
+        }
+    }
+}
+
+#[test]
 fn gelu_matches_pytorch_values() {
     // 0.5 x (1 + erf(x / sqrt 2)) from Python's math.erf (what torch.nn.functional.gelu computes)
     let x = Tensor::from_vec(vec![-3.0f64, -1.0, -0.5, 0.0, 0.5, 1.0, 3.0], &[7]).unwrap();

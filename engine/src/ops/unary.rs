@@ -7,6 +7,7 @@ use crate::storage::Storage;
 use crate::tensor::check_cpu;
 use crate::{with_float, Float, Result, Tensor};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) enum UnaryKind {
@@ -105,7 +106,8 @@ impl UnaryKind {
                 }
             }
             UnaryKind::Relu6 => {
-                if x > T::ZERO && x < T::from_f64(6.0) {
+                // `&` rather than `&&`: no branch, so the loop vectorises.
+                if (x > T::ZERO) & (x < T::from_f64(6.0)) {
                     T::ONE
                 } else {
                     T::ZERO
@@ -182,12 +184,71 @@ fn erfc_pos(x: f64) -> f64 {
     (-x * x).exp() / (f * std::f64::consts::PI.sqrt())
 }
 
-fn map<T: Float>(x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
-    if x.len() >= PAR_THRESHOLD {
-        x.par_iter().map(|&v| f(v)).collect()
+/// Elements per parallel task of the elementwise loops.
+const CHUNK: usize = 1 << 14;
+
+/// Calls `$body` with `$k` bound to `$kind`. For ReLU and ReLU6 (the activations of every model
+/// here) `$k` is a `const`, so the closures in `$body` see a constant instead of capturing a
+/// value, `forward` / `derivative` lose their per-element `match` and the loops vectorise.
+macro_rules! specialise {
+    ($kind:expr, |$k:ident| $body:expr) => {
+        match $kind {
+            UnaryKind::Relu => {
+                #[allow(non_upper_case_globals)]
+                const $k: UnaryKind = UnaryKind::Relu;
+                $body
+            }
+            UnaryKind::Relu6 => {
+                #[allow(non_upper_case_globals)]
+                const $k: UnaryKind = UnaryKind::Relu6;
+                $body
+            }
+            other => {
+                let $k = other;
+                $body
+            }
+        }
+    };
+}
+
+/// A fresh vector of `n` elements whose chunks `f(start, dst)` writes (no zero-fill first), in
+/// parallel when large.
+fn fill_chunks<T: Float>(n: usize, f: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync) -> Vec<T> {
+    let mut out: Vec<T> = Vec::with_capacity(n);
+    let spare = &mut out.spare_capacity_mut()[..n];
+    if n >= PAR_THRESHOLD {
+        spare.par_chunks_mut(CHUNK).enumerate().for_each(|(c, dst)| f(c * CHUNK, dst));
     } else {
-        x.iter().map(|&v| f(v)).collect()
+        spare.chunks_mut(CHUNK).enumerate().for_each(|(c, dst)| f(c * CHUNK, dst));
     }
+    // SAFETY: `f` wrote every element of every chunk (the callers zip dst with equal-length
+    // input chunks).
+    unsafe { out.set_len(n) };
+    out
+}
+
+/// `f(x)` elementwise.
+fn map<T: Float>(x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
+    fill_chunks(x.len(), |start, dst| {
+        let n = dst.len();
+        let x = &x[start..start + n];
+        for i in 0..n {
+            dst[i].write(f(x[i]));
+        }
+    })
+}
+
+/// `f(x, y, g)` elementwise over three equally long slices.
+fn map3<T: Float>(x: &[T], y: &[T], g: &[T], f: impl Fn(T, T, T) -> T + Sync) -> Vec<T> {
+    assert!(y.len() == x.len() && g.len() == x.len(), "unary backward: operand lengths differ");
+    fill_chunks(x.len(), |start, dst| {
+        // Equal-length re-slices let the compiler drop the bounds checks and vectorise.
+        let n = dst.len();
+        let (x, y, g) = (&x[start..start + n], &y[start..start + n], &g[start..start + n]);
+        for i in 0..n {
+            dst[i].write(f(x[i], y[i], g[i]));
+        }
+    })
 }
 
 struct UnaryOp {
@@ -200,17 +261,21 @@ impl Op for UnaryOp {
     }
     fn backward(&self, inputs: &[Tensor], out: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let x = &inputs[0];
-        let kind = self.kind;
-        let grad = with_float!(x.dtype(), kind.name(), |T| {
-            let xs = x.to_vec::<T>()?;
-            let ys = out.to_vec::<T>()?;
-            let gs = g.to_vec::<T>()?;
-            let run = |i: usize| gs[i] * kind.derivative(xs[i], ys[i]);
-            let v: Vec<T> = if xs.len() >= PAR_THRESHOLD {
-                (0..xs.len()).into_par_iter().map(run).collect()
-            } else {
-                (0..xs.len()).map(run).collect()
-            };
+        let grad = with_float!(x.dtype(), self.kind.name(), |T| {
+            let v: Vec<T> = x.with_slice(|xs: &[T]| {
+                out.with_slice(|ys: &[T]| {
+                    g.with_slice(|gs: &[T]| {
+                        match self.kind {
+                            // Scalings: the derivative is the constant `a`.
+                            UnaryKind::Affine(a, _) => {
+                                let a = T::from_f64(a);
+                                map(gs, |g| g * a)
+                            }
+                            kind => specialise!(kind, |k| map3(xs, ys, gs, |x, y, g| g * k.derivative(x, y))),
+                        }
+                    })
+                })
+            })???;
             Tensor::from_vec(v, x.dims())
         })?;
         Ok(vec![Some(grad)])
@@ -220,7 +285,16 @@ impl Op for UnaryOp {
 pub(crate) fn unary(kind: UnaryKind, x: &Tensor) -> Result<Tensor> {
     check_cpu(x.device(), kind.name())?;
     let out = with_float!(x.dtype(), kind.name(), |T| {
-        x.with_slice(|s: &[T]| Storage::Cpu(T::into_storage(map(s, |v| kind.forward(v)))))
+        x.with_slice(|s: &[T]| {
+            let v = match kind {
+                UnaryKind::Affine(a, b) => {
+                    let (a, b) = (T::from_f64(a), T::from_f64(b));
+                    map(s, |v| v * a + b)
+                }
+                _ => specialise!(kind, |k| map(s, |v| k.forward(v))),
+            };
+            Storage::Cpu(T::into_storage(v))
+        })
     })?;
     Ok(Tensor::from_op(out, x.dims(), vec![x.clone()], UnaryOp { kind }))
 }
