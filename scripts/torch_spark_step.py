@@ -7,7 +7,7 @@ densify (sparse BN, mask tokens, 1x1/3x3 projections), LightDecoder and the per-
 The printed parameter count must equal SPARK.md section 9; that is the check that the model is right.
 
     /tmp/nnvenv/bin/python scripts/torch_spark_step.py --model resnet18 --size 96 --batch 16 \
-        --decoder-width 768 --threads 2 --steps 10 --warmup 2 [--malloc tuned] [--optim lamb]
+        --decoder-width 768 --threads 2 --steps 10 --warmup 2 [--malloc tuned] [--optim lamb] [--autocast bf16]
     /tmp/nnvenv/bin/python scripts/torch_spark_step.py --dense-resnet --model resnet50 --size 224 --batch 8
 
 A step is fwd (incl. random masking) + bwd + grad-norm clip 5 + AdamW betas (0.9, 0.95), as in the SparK
@@ -59,6 +59,8 @@ def parse_args():
                     help="time a plain torchvision classifier instead (calibration)")
     ap.add_argument("--malloc", choices=["env", "tuned"], default="env",
                     help="tuned: re-exec with RESULTS.md's glibc settings; env: leave as is")
+    ap.add_argument("--autocast", choices=["off", "bf16"], default="off",
+                    help="bf16: torch.autocast('cpu', bfloat16) around the forward (its backward follows)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="append one JSON line with the result to this file")
     return ap.parse_args()
@@ -375,7 +377,9 @@ def main():
 
     def step():
         t0 = time.perf_counter()
-        loss = loss_fn(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.autocast == "bf16"):
+            loss = loss_fn(x)
+        loss = loss.float()
         t1 = time.perf_counter()
         opt.zero_grad()
         loss.backward()
@@ -397,6 +401,8 @@ def main():
     malloc = "tuned" if all(os.environ.get(k) == v for k, v in TUNED_MALLOC.items()) else (
         "custom" if any(k in os.environ for k in TUNED_MALLOC) else "default")
     optim = a.optim + (f" + clip {clip:g}" if clip > 0 else "")
+    if a.autocast != "off":
+        what += f" autocast {a.autocast}"
 
     print(f"torch {torch.__version__}, {a.threads} threads, malloc {malloc}, {optim}, "
           f"{a.steps} steps after {a.warmup} warm-up, last loss {rows[-1][0]:.4f}")
