@@ -205,36 +205,52 @@ pub fn grad_input_stride1(dy: &[f32], w: &[f32], map: &KernelMap, d: ConvDims) -
 }
 
 /// Weight gradient `[Cout, cig, kh, kw]`: per group `dW_g [cog, K*cig] = dY_g^T · G`, the long
-/// site dimension as the GEMM depth.
+/// site dimension as the GEMM depth. Few sites (a deep layer's small map) make one GEMM whose
+/// result is permuted straight into place; many are split across threads, each with its own
+/// partial product, summed pairwise.
 pub fn grad_weight(x: &[f32], dy: &[f32], map: &KernelMap, d: ConvDims) -> Vec<f32> {
     let (n_out, kv, cig, cog) = (map.n_out(), d.kvol, d.cin / d.groups, d.cout / d.groups);
     let mut dw = vec![0.0f32; d.cout * cig * kv];
     let len = cog * kv * cig;
-    // One site range per thread, each with its own partial gradient (no shared accumulator).
     let per_task = n_out.div_ceil(rayon::current_num_threads()).max(MIN_SITES_PER_WEIGHT_TASK);
+    let tasks = n_out.div_ceil(per_task);
+    let mut single = Vec::new();
     for g in 0..d.groups {
         let b = GatherT { src: x, ld: d.cin, off: g * cig, width: cig, table: map.neighbours(), kv };
-        let part = (0..n_out.div_ceil(per_task))
-            .into_par_iter()
-            .map(|t| {
-                let (r0, n) = (t * per_task, per_task.min(n_out - t * per_task));
-                let a = MatRef { data: &dy[r0 * d.cout + g * cog..], rows: cog, cols: n, rs: 1, cs: d.cout };
-                let sub = GatherRows(GatherT { table: &b.table[r0 * kv..(r0 + n) * kv], ..b });
-                let mut part = vec![0.0f32; len];
-                gemm_packed((cog, kv * cig, n), &a, &sub, &mut part, kv * cig, false);
-                part
-            })
-            .reduce(
-                || vec![0.0f32; len],
-                |mut acc, p| {
+        // `out [cog, kv*cig] = dY[r0..r0+n]^T · G[r0..r0+n]` over the site range of task `t`.
+        let partial = |t: usize, out: &mut [f32]| {
+            let (r0, n) = (t * per_task, per_task.min(n_out - t * per_task));
+            let a = MatRef { data: &dy[r0 * d.cout + g * cog..], rows: cog, cols: n, rs: 1, cs: d.cout };
+            let sub = GatherRows(GatherT { table: &b.table[r0 * kv..(r0 + n) * kv], ..b });
+            gemm_packed((cog, kv * cig, n), &a, &sub, out, kv * cig, false);
+        };
+        let summed;
+        let part: &[f32] = if tasks <= 1 {
+            single.resize(len, 0.0);
+            partial(0, &mut single);
+            &single
+        } else {
+            summed = (0..tasks)
+                .into_par_iter()
+                .map(|t| {
+                    let mut p = vec![0.0f32; len];
+                    partial(t, &mut p);
+                    p
+                })
+                .reduce_with(|mut acc, p| {
                     acc.iter_mut().zip(&p).for_each(|(a, &v)| *a += v);
                     acc
-                },
-            );
+                })
+                .unwrap_or_default();
+            &summed
+        };
+        // [co][k][ci] -> [co][ci][k]: contiguous reads, one co block (kv*cig floats) at a time.
         for co in 0..cog {
-            for ci in 0..cig {
-                for k in 0..kv {
-                    dw[((g * cog + co) * cig + ci) * kv + k] = part[(co * kv + k) * cig + ci];
+            let dst = &mut dw[(g * cog + co) * cig * kv..][..cig * kv];
+            for k in 0..kv {
+                let src = &part[(co * kv + k) * cig..][..cig];
+                for (ci, &v) in src.iter().enumerate() {
+                    dst[ci * kv + k] = v;
                 }
             }
         }
