@@ -165,7 +165,8 @@ pub(crate) fn backward_into(root: &Tensor, seed: Tensor, store: &mut GradStore) 
         match t.node() {
             None => store.accumulate(t.id(), grad)?,
             Some(node) => {
-                let grads = node.op.backward(&node.inputs, t, &grad)?;
+                let key = || format!("{} -> {:?}", node.op.name(), t.dims());
+                let grads = crate::profile::timed(key, || node.op.backward(&node.inputs, t, &grad))?;
                 if grads.len() != node.inputs.len() {
                     return Err(Error::Autograd(format!(
                         "op {} returned {} gradients for {} inputs",
@@ -189,7 +190,8 @@ pub(crate) fn backward_into(root: &Tensor, seed: Tensor, store: &mut GradStore) 
                     }
                     match pending.remove(&inp.id()) {
                         Some(prev) => {
-                            pending.insert(inp.id(), prev.add(&g)?);
+                            let key = || format!("accumulate grad {:?}", g.dims());
+                            pending.insert(inp.id(), crate::profile::timed(key, || prev.add(&g))?);
                         }
                         None => {
                             pending.insert(inp.id(), g);

@@ -11,6 +11,7 @@ mod error;
 pub mod layout;
 mod ops;
 mod precision;
+pub mod profile;
 mod rng;
 pub mod storage;
 mod tensor;

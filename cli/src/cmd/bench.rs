@@ -64,6 +64,9 @@ pub enum BenchWhat {
         input_size: Option<usize>,
         #[arg(long, default_value_t = 16)]
         batch: usize,
+        /// Also print where each encoder's backward spends its time (op, output shape).
+        #[arg(long)]
+        profile: bool,
     },
 }
 
@@ -81,6 +84,23 @@ fn time<F: FnMut() -> CliResult<()>>(reps: usize, mut f: F) -> CliResult<f64> {
         v.push(t.elapsed().as_secs_f64());
     }
     Ok(median(v))
+}
+
+/// The slowest backward entries of `steps` steps, in ms per step.
+fn print_backward_profile(name: &str, rows: &[(String, spark_engine::profile::Entry)], steps: usize) {
+    let total: f64 = rows.iter().map(|r| r.1.seconds).sum();
+    let per_step = |s: f64| s * 1e3 / steps.max(1) as f64;
+    println!("\nbackward of the {name} step: {:.0} ms per step in ops; slowest:", per_step(total));
+    println!("| op -> output shape | calls / step | ms / step | share |");
+    println!("|---|---|---|---|");
+    for (key, e) in rows.iter().take(25) {
+        println!(
+            "| {key} | {:.0} | {:.1} | {:.1}% |",
+            e.calls as f64 / steps.max(1) as f64,
+            per_step(e.seconds),
+            100.0 * e.seconds / total.max(1e-12)
+        );
+    }
 }
 
 fn naive_gemm(a: &[f32], b: &[f32], c: &mut [f32], n: usize) {
@@ -194,7 +214,7 @@ pub fn run(a: BenchArgs, common: CommonOpts) -> CliResult<()> {
             let rows = spark_sparse::bench::sparse_vs_dense_table(&shapes, batch, &ratios, a.reps.max(1))?;
             println!("{}", spark_sparse::bench::format_table(&rows));
         }
-        BenchWhat::Step { preset, backbone, width_mult, input_size, batch } => {
+        BenchWhat::Step { preset, backbone, width_mult, input_size, batch, profile } => {
             let mut c = PretrainConfig::preset(&preset)?;
             c.backbone = backbone.unwrap_or(c.backbone);
             c.width_mult = width_mult.unwrap_or(c.width_mult);
@@ -220,7 +240,9 @@ pub fn run(a: BenchArgs, common: CommonOpts) -> CliResult<()> {
             );
             println!("|---|---|---|---|---|---|");
             let mut res = Vec::new();
+            let mut profiles = Vec::new();
             for mode in [EncoderMode::DenseMasked, EncoderMode::Sparse] {
+                spark_engine::profile::set_backward_profiling(profile);
                 let mut opt = recipe.build_optimizer();
                 let mut r = Rng::new(4);
                 crate::alloc_stats::reset_peak();
@@ -239,6 +261,10 @@ pub fn run(a: BenchArgs, common: CommonOpts) -> CliResult<()> {
                 })?;
                 res.push(t);
                 let name = if mode == EncoderMode::Sparse { "sparse" } else { "dense-masked" };
+                if profile {
+                    spark_engine::profile::set_backward_profiling(false);
+                    profiles.push((name, spark_engine::profile::backward_profile(), phases.len()));
+                }
                 let peak_mb = crate::alloc_stats::peak_bytes() as f64 / 1e6;
                 let phase = |i: usize| median(phases.iter().skip(1).map(|p| p[i]).collect());
                 println!(
@@ -250,6 +276,9 @@ pub fn run(a: BenchArgs, common: CommonOpts) -> CliResult<()> {
                     phase(1),
                     phase(2)
                 );
+            }
+            for (name, rows, steps) in profiles {
+                print_backward_profile(name, &rows, steps);
             }
         }
     }
