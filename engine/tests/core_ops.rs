@@ -221,3 +221,19 @@ fn broadcast_fast_paths_match_elementwise_reference() {
     let sq = x.mul(&x).unwrap().to_vec::<f64>().unwrap();
     assert_close("x*x", &sq, &xv.iter().map(|v| v * v).collect::<Vec<_>>(), 0.0, 0.0);
 }
+
+#[test]
+fn backward_profiler_records_ops_by_name_and_shape() {
+    use spark_engine::profile::{backward_profile, set_backward_profiling};
+    let a = randn(&[3, 4], 30).to_variable();
+    let b = randn(&[4, 5], 31).to_variable();
+    set_backward_profiling(true);
+    a.matmul(&b).unwrap().relu().unwrap().sum_all().unwrap().backward().unwrap();
+    set_backward_profiling(false);
+    let rows = backward_profile();
+    // Other tests may run concurrently and add their own rows; ours must be there.
+    for key in ["matmul -> [3, 5]", "relu -> [3, 5]"] {
+        let e = rows.iter().find(|r| r.0 == key).unwrap_or_else(|| panic!("{key} missing from {rows:?}"));
+        assert!(e.1.calls >= 1 && e.1.seconds >= 0.0);
+    }
+}
