@@ -9,6 +9,7 @@
 
 use super::conv_dw;
 use super::conv_implicit as implicit;
+use super::conv_winograd as winograd;
 use super::gemm::{gemm, MatRef};
 use super::scratch::with_scratch;
 use crate::Float;
@@ -276,7 +277,11 @@ pub fn conv2d_backward_weight<T: Float>(x: &[T], go: &[T], g: &ConvGeom) -> Vec<
     if use_implicit(g) {
         let mut gw = vec![T::ZERO; wlen];
         if let (Some(xf), Some(gof), Some(gwf)) = (as_f32(x), as_f32(go), as_f32_mut(&mut gw)) {
-            implicit::backward_weight(xf, gof, g, gwf);
+            if winograd::weight_grad_pays_off(g) {
+                winograd::backward_weight(xf, gof, g, gwf);
+            } else {
+                implicit::backward_weight(xf, gof, g, gwf);
+            }
             return gw;
         }
     }

@@ -351,7 +351,7 @@ pub(crate) fn backward_input_stride1(go: &[f32], w: &[f32], g: &ConvGeom, gx: &m
 /// Weight gradient `[cout, cin_g, kh, kw]`: per image and group `gw[cout_g, K] += go · col^T`
 /// (the long L dimension is the GEMM depth; M = channels divides the 8-row tile), images split
 /// across threads with one partial gradient each.
-pub(crate) fn backward_weight(x: &[f32], go: &[f32], g: &ConvGeom, gw: &mut [f32]) {
+pub fn backward_weight(x: &[f32], go: &[f32], g: &ConvGeom, gw: &mut [f32]) {
     let (cin_g, cout_g, k, l) = (g.cin_g(), g.cout_g(), g.k(), g.l());
     let (img_in, grp_in) = (g.cin * g.h * g.w, cin_g * g.h * g.w);
     let taps = taps(g);

@@ -103,19 +103,8 @@ pub fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeom, out: &m
     assert_eq!((x.len(), w.len()), (g.in_len(), g.weight_len()), "winograd: input / weight length");
     let (cin, cout) = (g.cin, g.cout);
     let u = transform_weight(w, cout, cin);
-    let (th, tw) = (g.oh.div_ceil(2), g.ow.div_ceil(2));
-    let tile_rows = g.n * th;
-    // Blocks of whole tile rows, about 256 KiB of V + M each (at least 192 tiles so the GEMMs'
-    // 48-wide column panels fill), and enough blocks for every thread. Small problems (the
-    // decoder's deep levels) run as one block whose GEMMs split across threads themselves.
-    let target_tiles = ((1usize << 16) / (cin + cout)).clamp(192, 512);
-    let threads = rayon::current_num_threads().max(1);
-    let rows_per_block = if tile_rows * tw <= 2 * target_tiles {
-        tile_rows
-    } else {
-        (target_tiles / tw).clamp(1, tile_rows.div_ceil(threads).max(1))
-    };
-    let blocks = tile_rows.div_ceil(rows_per_block);
+    let tw = g.ow.div_ceil(2);
+    let (tile_rows, rows_per_block, blocks) = tile_blocks(g);
     assert_eq!(out.len(), g.out_len(), "winograd: output length");
     assert!(bias.is_none_or(|b| b.len() == cout), "winograd: bias length");
     let optr = SyncPtr(out.as_mut_ptr());
@@ -139,6 +128,141 @@ pub fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeom, out: &m
             transform_output(m, g, bias, r0, rows, tb, optr);
         });
     });
+}
+
+/// Whether the weight gradient uses it: where the forward does and the convolution has enough
+/// work (tiles x cin x cout >= 2^24) to amortise the two transforms and the per-thread `dU`.
+/// Measured against the implicit GEMM on the SparK decoder's and ResNet's 3x3 layers at batch 16
+/// (`engine/examples/winograd_dw_timing.rs`): 192->192 @24: 1.64x, 96->96 @48: 1.56x, 384->384
+/// @12: 1.30x, 64->64 @56: 1.12x; below the threshold 64->64 @24: 0.87x, 128->128 @12: 1.06x.
+pub fn weight_grad_pays_off(g: &ConvGeom) -> bool {
+    let tiles = g.n * g.oh.div_ceil(2) * g.ow.div_ceil(2);
+    pays_off(g) && tiles * g.cin * g.cout >= 1 << 24
+}
+
+/// `(tile rows, tile rows per block, blocks)`: blocks of whole tile rows, about 256 KiB of V + M
+/// each (at least 192 tiles so the GEMMs' 48-wide column panels fill), and enough blocks for
+/// every thread. Small problems (the decoder's deep levels) run as one block whose GEMMs split
+/// across threads themselves.
+fn tile_blocks(g: &ConvGeom) -> (usize, usize, usize) {
+    let (th, tw) = (g.oh.div_ceil(2), g.ow.div_ceil(2));
+    let tile_rows = g.n * th;
+    let target_tiles = ((1usize << 16) / (g.cin + g.cout)).clamp(192, 512);
+    let threads = rayon::current_num_threads().max(1);
+    let rows_per_block = if tile_rows * tw <= 2 * target_tiles {
+        tile_rows
+    } else {
+        (target_tiles / tw).clamp(1, tile_rows.div_ceil(threads).max(1))
+    };
+    (tile_rows, rows_per_block, tile_rows.div_ceil(rows_per_block))
+}
+
+/// Weight gradient `[cout, cin, 3, 3]` of `forward`: per component ξ,
+/// `dU_ξ [cout, cin] = Σ_tiles (A dY A^T)_ξ · V_ξ^T` (16 GEMMs whose depth is the tiles, 2.25x
+/// fewer multiply-adds than im2col), then `dW = G^T dU G`. Tile blocks are split into one
+/// contiguous range per thread, each accumulating its own `dU`.
+pub fn backward_weight(x: &[f32], go: &[f32], g: &ConvGeom, gw: &mut [f32]) {
+    assert!(fits(g), "winograd: unsupported geometry {g:?}");
+    assert_eq!((x.len(), go.len(), gw.len()), (g.in_len(), g.out_len(), g.weight_len()), "winograd: lengths");
+    let (cin, cout) = (g.cin, g.cout);
+    let tw = g.ow.div_ceil(2);
+    let (tile_rows, rows_per_block, blocks) = tile_blocks(g);
+    let ranges = rayon::current_num_threads().clamp(1, blocks);
+    let per_range = blocks.div_ceil(ranges);
+    let du = (0..blocks.div_ceil(per_range))
+        .into_par_iter()
+        .map(|ri| {
+            let mut du = vec![0.0f32; 16 * cout * cin];
+            for b in ri * per_range..blocks.min((ri + 1) * per_range) {
+                let r0 = b * rows_per_block;
+                let rows = rows_per_block.min(tile_rows - r0);
+                let tb = rows * tw;
+                with_scratch(16 * (cin + cout) * tb + 2 * (tw + 1), |buf: &mut [f32]| {
+                    let (v, rest) = buf.split_at_mut(16 * cin * tb);
+                    let (m, line) = rest.split_at_mut(16 * cout * tb);
+                    transform_input(x, g, r0, rows, tb, v, line);
+                    transform_output_grad(go, g, r0, rows, tb, m);
+                    for xi in 0..16 {
+                        gemm(
+                            MatRef::new(&m[xi * cout * tb..(xi + 1) * cout * tb], cout, tb),
+                            MatRef::new(&v[xi * cin * tb..(xi + 1) * cin * tb], cin, tb).t(),
+                            &mut du[xi * cout * cin..(xi + 1) * cout * cin],
+                            cin,
+                            true,
+                        );
+                    }
+                });
+            }
+            du
+        })
+        .reduce_with(|mut a, b| {
+            a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+            a
+        })
+        .unwrap_or_else(|| vec![0.0f32; 16 * cout * cin]);
+    // dW = G^T dU G: `lower` is G^T applied to one 4-vector.
+    let lower = |a: f32, b: f32, c: f32, d: f32| [a + 0.5 * (b + c), 0.5 * (b - c), 0.5 * (b + c) + d];
+    let plane = cout * cin;
+    gw.par_chunks_mut(cin * 9).enumerate().for_each(|(co, gwc)| {
+        for ci in 0..cin {
+            let at = |r: usize, c: usize| du[(r * 4 + c) * plane + co * cin + ci];
+            // Rows first (G^T down each column c), then columns.
+            let cols: [[f32; 3]; 4] = std::array::from_fn(|c| lower(at(0, c), at(1, c), at(2, c), at(3, c)));
+            for a in 0..3 {
+                let row = lower(cols[0][a], cols[1][a], cols[2][a], cols[3][a]);
+                gwc[ci * 9 + a * 3..ci * 9 + a * 3 + 3].copy_from_slice(&row);
+            }
+        }
+    });
+}
+
+/// `M'[ξ][co][tile] = (A dY A^T)[ξ]` for the tiles of tile rows `r0..r0+rows`, with
+/// `A = [[1,0], [1,1], [1,-1], [0,-1]]`: the adjoint of `transform_output`. Outputs of a tile
+/// that fall outside the map (odd sizes) count as zero.
+fn transform_output_grad(go: &[f32], g: &ConvGeom, r0: usize, rows: usize, tb: usize, m: &mut [f32]) {
+    let (th, tw) = (g.oh.div_ceil(2), g.ow.div_ceil(2));
+    let (oh, ow, cout) = (g.oh, g.ow, g.cout);
+    // A applied along x to one output row: s[c][t] for c = 0..4.
+    let mut s = vec![0.0f32; 2 * 4 * tw];
+    for co in 0..cout {
+        for r in 0..rows {
+            let (n, ty) = ((r0 + r) / th, (r0 + r) % th);
+            for dy in 0..2 {
+                let sr = &mut s[dy * 4 * tw..(dy + 1) * 4 * tw];
+                let oy = 2 * ty + dy;
+                if oy >= oh {
+                    sr.fill(0.0);
+                    continue;
+                }
+                let row = &go[((n * cout + co) * oh + oy) * ow..][..ow];
+                let (s0, rest) = sr.split_at_mut(tw);
+                let (s1, rest) = rest.split_at_mut(tw);
+                let (s2, s3) = rest.split_at_mut(tw);
+                for t in 0..tw {
+                    let y0 = row[2 * t];
+                    let y1 = if 2 * t + 1 < ow { row[2 * t + 1] } else { 0.0 };
+                    s0[t] = y0;
+                    s1[t] = y0 + y1;
+                    s2[t] = y0 - y1;
+                    s3[t] = -y1;
+                }
+            }
+            let (top, bottom) = s.split_at(4 * tw);
+            for c in 0..4 {
+                let (a, b) = (&top[c * tw..(c + 1) * tw], &bottom[c * tw..(c + 1) * tw]);
+                let off = |k: usize| ((k * 4 + c) * cout + co) * tb + r * tw;
+                // A applied down the two output rows: components (k, c) for k = 0..4.
+                let o = off(0);
+                m[o..o + tw].copy_from_slice(a);
+                let o = off(1);
+                m[o..o + tw].iter_mut().zip(a.iter().zip(b)).for_each(|(d, (x, y))| *d = x + y);
+                let o = off(2);
+                m[o..o + tw].iter_mut().zip(a.iter().zip(b)).for_each(|(d, (x, y))| *d = x - y);
+                let o = off(3);
+                m[o..o + tw].iter_mut().zip(b).for_each(|(d, y)| *d = -y);
+            }
+        }
+    }
 }
 
 /// `V[ξ][ci][tile] = (B^T d B)[ξ]` for the tiles of tile rows `r0..r0+rows`, with
