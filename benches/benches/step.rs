@@ -1,5 +1,6 @@
 //! One SparK pretraining step (forward + backward + LAMB) in images/s: ResNet-18 at 96 px batch
-//! 16 and ResNet-50 at 224 px batch 8, real-sparse encoder vs SparK's dense-masked simulation.
+//! 16 and ResNet-50 at 224 px batch 8, real-sparse encoder vs SparK's dense-masked simulation,
+//! and the sparse encoder with bf16 autocast.
 //! The ResNet-50 case runs only with `SPARK_BENCH_R50=1` (minutes per step on a small CPU; criterion
 //! needs 10 samples).
 
@@ -9,7 +10,7 @@ use spark::{EncoderMode, SparkConfig, TrainConfig, Trainer};
 use spark_engine::{DType, Device, MatmulPrecision, Rng, Tensor};
 use std::time::Duration;
 
-fn trainer(backbone: &str, size: usize, mode: EncoderMode) -> Trainer {
+fn trainer(backbone: &str, size: usize, mode: EncoderMode, precision: MatmulPrecision) -> Trainer {
     let model = SparkConfig { input_size: size, ..SparkConfig::official(backbone) };
     let cfg = TrainConfig {
         model,
@@ -21,7 +22,7 @@ fn trainer(backbone: &str, size: usize, mode: EncoderMode) -> Trainer {
         seed: 0,
         checkpoint_dir: None,
         checkpoint_every: 0,
-        precision: MatmulPrecision::F32,
+        precision,
     };
     Trainer::new(cfg).expect("build trainer")
 }
@@ -36,8 +37,12 @@ fn bench_step(c: &mut Criterion) {
     for (backbone, size, batch) in cases {
         let x = Tensor::randn(&[batch, 3, size, size], 0.0, 1.0, &mut Rng::new(1), DType::F32, Device::Cpu).unwrap();
         g.throughput(Throughput::Elements(batch as u64));
-        for (mode, tag) in [(EncoderMode::Sparse, "sparse"), (EncoderMode::DenseMasked, "dense_masked")] {
-            let mut t = trainer(backbone, size, mode);
+        for (mode, precision, tag) in [
+            (EncoderMode::Sparse, MatmulPrecision::F32, "sparse"),
+            (EncoderMode::DenseMasked, MatmulPrecision::F32, "dense_masked"),
+            (EncoderMode::Sparse, MatmulPrecision::Bf16, "sparse_bf16"),
+        ] {
+            let mut t = trainer(backbone, size, mode, precision);
             g.bench_function(format!("{backbone}_{size}px_b{batch}_{tag}"), |b| {
                 b.iter(|| t.train_step(std::slice::from_ref(&x)).expect("step"))
             });
