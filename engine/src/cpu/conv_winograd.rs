@@ -104,18 +104,13 @@ pub fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeom, out: &m
     let (cin, cout) = (g.cin, g.cout);
     let u = transform_weight(w, cout, cin);
     let tw = g.ow.div_ceil(2);
-    let (tile_rows, rows_per_block, blocks) = tile_blocks(g);
+    let (_, _, blocks) = tile_blocks(g);
     assert_eq!(out.len(), g.out_len(), "winograd: output length");
     assert!(bias.is_none_or(|b| b.len() == cout), "winograd: bias length");
     let optr = SyncPtr(out.as_mut_ptr());
     (0..blocks).into_par_iter().for_each(|b| {
-        let r0 = b * rows_per_block;
-        let rows = rows_per_block.min(tile_rows - r0);
-        let tb = rows * tw;
-        with_scratch(16 * (cin + cout) * tb + 2 * (tw + 1), |buf: &mut [f32]| {
-            let (v, rest) = buf.split_at_mut(16 * cin * tb);
-            let (m, line) = rest.split_at_mut(16 * cout * tb);
-            transform_input(x, g, r0, rows, tb, v, line);
+        with_block(x, g, b, |r0, rows, v, m| {
+            let tb = rows * tw;
             for xi in 0..16 {
                 gemm(
                     MatRef { data: &u[xi * cin..], rows: cout, cols: cin, rs: 16 * cin, cs: 1 },
@@ -157,6 +152,23 @@ fn tile_blocks(g: &ConvGeom) -> (usize, usize, usize) {
     (tile_rows, rows_per_block, tile_rows.div_ceil(rows_per_block))
 }
 
+/// Runs `f(r0, rows, V, M)` for block `b` of `tile_blocks(g)` (tile rows `r0..r0+rows`) on this
+/// thread's scratch: `V` holds the block's transformed input `[16][cin][tiles]`, `M` is room for
+/// `[16][cout][tiles]`.
+fn with_block<R>(x: &[f32], g: &ConvGeom, b: usize, f: impl FnOnce(usize, usize, &[f32], &mut [f32]) -> R) -> R {
+    let (tile_rows, rows_per_block, _) = tile_blocks(g);
+    let r0 = b * rows_per_block;
+    let rows = rows_per_block.min(tile_rows - r0);
+    let tw = g.ow.div_ceil(2);
+    let tb = rows * tw;
+    with_scratch(16 * (g.cin + g.cout) * tb + 2 * (tw + 1), |buf: &mut [f32]| {
+        let (v, rest) = buf.split_at_mut(16 * g.cin * tb);
+        let (m, line) = rest.split_at_mut(16 * g.cout * tb);
+        transform_input(x, g, r0, rows, tb, v, line);
+        f(r0, rows, v, m)
+    })
+}
+
 /// Weight gradient `[cout, cin, 3, 3]` of `forward`: per component ξ,
 /// `dU_ξ [cout, cin] = Σ_tiles (A dY A^T)_ξ · V_ξ^T` (16 GEMMs whose depth is the tiles, 2.25x
 /// fewer multiply-adds than im2col), then `dW = G^T dU G`. Tile blocks are split into one
@@ -166,7 +178,7 @@ pub fn backward_weight(x: &[f32], go: &[f32], g: &ConvGeom, gw: &mut [f32]) {
     assert_eq!((x.len(), go.len(), gw.len()), (g.in_len(), g.out_len(), g.weight_len()), "winograd: lengths");
     let (cin, cout) = (g.cin, g.cout);
     let tw = g.ow.div_ceil(2);
-    let (tile_rows, rows_per_block, blocks) = tile_blocks(g);
+    let (_, _, blocks) = tile_blocks(g);
     let ranges = rayon::current_num_threads().clamp(1, blocks);
     let per_range = blocks.div_ceil(ranges);
     let du = (0..blocks.div_ceil(per_range))
@@ -174,13 +186,8 @@ pub fn backward_weight(x: &[f32], go: &[f32], g: &ConvGeom, gw: &mut [f32]) {
         .map(|ri| {
             let mut du = vec![0.0f32; 16 * cout * cin];
             for b in ri * per_range..blocks.min((ri + 1) * per_range) {
-                let r0 = b * rows_per_block;
-                let rows = rows_per_block.min(tile_rows - r0);
-                let tb = rows * tw;
-                with_scratch(16 * (cin + cout) * tb + 2 * (tw + 1), |buf: &mut [f32]| {
-                    let (v, rest) = buf.split_at_mut(16 * cin * tb);
-                    let (m, line) = rest.split_at_mut(16 * cout * tb);
-                    transform_input(x, g, r0, rows, tb, v, line);
+                with_block(x, g, b, |r0, rows, v, m| {
+                    let tb = rows * tw;
                     transform_output_grad(go, g, r0, rows, tb, m);
                     for xi in 0..16 {
                         gemm(

@@ -2,8 +2,9 @@
 //! all threads, then (MC-row block of A) x (range of NR panels) tasks run in parallel, each with
 //! its own packed A block. Inside a task: NR panel of B outer (stays in L1), MR panel of A inner.
 //!
-//! The packed form depends on the matmul precision (`crate::precision`): f32 panels, f32 panels
-//! rounded to bf16 (CPUs without AVX512-BF16), or bf16 pair words for the `vdpbf16ps` kernel.
+//! The packed form depends on the matmul precision (`crate::precision`): f32 panels (rounded to
+//! bf16 at bf16 precision on CPUs without AVX512-BF16), or bf16 pair words for the `vdpbf16ps`
+//! kernel.
 
 use super::bf16;
 use super::kernels::KernelSpec;
@@ -56,9 +57,19 @@ trait Packing: Sync {
     fn b_buf() -> &'static LocalKey<RefCell<Vec<Self::Elem>>>;
     fn depth(kc: usize) -> usize;
     #[allow(clippy::too_many_arguments)]
-    fn pack_a<A: PackA + ?Sized>(a: &A, i0: usize, mc: usize, p0: usize, kc: usize, mr: usize, dst: &mut [Self::Elem]);
+    fn pack_a<A: PackA + ?Sized>(
+        &self,
+        a: &A,
+        i0: usize,
+        mc: usize,
+        p0: usize,
+        kc: usize,
+        mr: usize,
+        dst: &mut [Self::Elem],
+    );
     #[allow(clippy::too_many_arguments)]
     fn pack_b<B: PackB + ?Sized>(
+        &self,
         b: &B,
         j0: usize,
         cols: usize,
@@ -80,8 +91,12 @@ trait Packing: Sync {
     );
 }
 
-/// Full f32 products.
-struct F32Panels(super::kernels::KernelFn);
+/// f32 panels for the f32 kernel, rounded to bf16 first when `round` (bf16 precision on a CPU
+/// without AVX512-BF16: same numbers as the native kernel, f32 speed).
+struct F32Panels {
+    func: super::kernels::KernelFn,
+    round: bool,
+}
 
 impl Packing for F32Panels {
     type Elem = f32;
@@ -94,41 +109,29 @@ impl Packing for F32Panels {
     fn depth(kc: usize) -> usize {
         kc
     }
-    fn pack_a<A: PackA + ?Sized>(a: &A, i0: usize, mc: usize, p0: usize, kc: usize, mr: usize, dst: &mut [f32]) {
-        a.pack_a(i0, mc, p0, kc, mr, dst)
-    }
-    fn pack_b<B: PackB + ?Sized>(b: &B, j0: usize, cols: usize, p0: usize, kc: usize, nr: usize, dst: &mut [f32]) {
-        b.pack_b(j0, cols, p0, kc, nr, dst)
-    }
-    unsafe fn kernel(&self, depth: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, acc: bool) {
-        (self.0)(depth, a, b, c, ldc, acc)
-    }
-}
-
-/// bf16-rounded operands multiplied by the f32 kernel (no AVX512-BF16 on this CPU).
-struct RoundedPanels(super::kernels::KernelFn);
-
-impl Packing for RoundedPanels {
-    type Elem = f32;
-    fn a_buf() -> &'static LocalKey<RefCell<Vec<f32>>> {
-        &A_BUF
-    }
-    fn b_buf() -> &'static LocalKey<RefCell<Vec<f32>>> {
-        &B_BUF
-    }
-    fn depth(kc: usize) -> usize {
-        kc
-    }
-    fn pack_a<A: PackA + ?Sized>(a: &A, i0: usize, mc: usize, p0: usize, kc: usize, mr: usize, dst: &mut [f32]) {
+    fn pack_a<A: PackA + ?Sized>(&self, a: &A, i0: usize, mc: usize, p0: usize, kc: usize, mr: usize, dst: &mut [f32]) {
         a.pack_a(i0, mc, p0, kc, mr, dst);
-        bf16::round_in_place(&mut dst[..mc.div_ceil(mr) * kc * mr]);
+        if self.round {
+            bf16::round_in_place(&mut dst[..mc.div_ceil(mr) * kc * mr]);
+        }
     }
-    fn pack_b<B: PackB + ?Sized>(b: &B, j0: usize, cols: usize, p0: usize, kc: usize, nr: usize, dst: &mut [f32]) {
+    fn pack_b<B: PackB + ?Sized>(
+        &self,
+        b: &B,
+        j0: usize,
+        cols: usize,
+        p0: usize,
+        kc: usize,
+        nr: usize,
+        dst: &mut [f32],
+    ) {
         b.pack_b(j0, cols, p0, kc, nr, dst);
-        bf16::round_in_place(&mut dst[..kc * nr]);
+        if self.round {
+            bf16::round_in_place(&mut dst[..kc * nr]);
+        }
     }
     unsafe fn kernel(&self, depth: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, acc: bool) {
-        (self.0)(depth, a, b, c, ldc, acc)
+        (self.func)(depth, a, b, c, ldc, acc)
     }
 }
 
@@ -146,7 +149,7 @@ impl Packing for PairPanels {
     fn depth(kc: usize) -> usize {
         kc.div_ceil(2)
     }
-    fn pack_a<A: PackA + ?Sized>(a: &A, i0: usize, mc: usize, p0: usize, kc: usize, mr: usize, dst: &mut [u32]) {
+    fn pack_a<A: PackA + ?Sized>(&self, a: &A, i0: usize, mc: usize, p0: usize, kc: usize, mr: usize, dst: &mut [u32]) {
         let panels = mc.div_ceil(mr);
         with_scratch(&PANEL_F32, panels * kc * mr, |tmp| {
             a.pack_a(i0, mc, p0, kc, mr, tmp);
@@ -155,7 +158,16 @@ impl Packing for PairPanels {
             }
         })
     }
-    fn pack_b<B: PackB + ?Sized>(b: &B, j0: usize, cols: usize, p0: usize, kc: usize, nr: usize, dst: &mut [u32]) {
+    fn pack_b<B: PackB + ?Sized>(
+        &self,
+        b: &B,
+        j0: usize,
+        cols: usize,
+        p0: usize,
+        kc: usize,
+        nr: usize,
+        dst: &mut [u32],
+    ) {
         with_scratch(&PANEL_F32, kc * nr, |tmp| {
             b.pack_b(j0, cols, p0, kc, nr, tmp);
             bf16::to_pairs(tmp, nr, kc, dst);
@@ -179,9 +191,11 @@ pub(crate) fn gemm_f32<A: PackA + ?Sized, B: PackB + ?Sized>(
     accumulate: bool,
 ) {
     match (precision, spec.bf16_func) {
-        (MatmulPrecision::F32, _) => run(&F32Panels(spec.func), spec, dims, a, b, c, ldc, accumulate),
         (MatmulPrecision::Bf16, Some(f)) => run(&PairPanels(f), spec, dims, a, b, c, ldc, accumulate),
-        (MatmulPrecision::Bf16, None) => run(&RoundedPanels(spec.func), spec, dims, a, b, c, ldc, accumulate),
+        (p, _) => {
+            let packing = F32Panels { func: spec.func, round: p == MatmulPrecision::Bf16 };
+            run(&packing, spec, dims, a, b, c, ldc, accumulate)
+        }
     }
 }
 
@@ -224,7 +238,7 @@ fn run<P: Packing, A: PackA + ?Sized, B: PackB + ?Sized>(
             with_scratch(P::b_buf(), npanels * bp_len, |bbuf| {
                 let pack = |(jp, dst): (usize, &mut [P::Elem])| {
                     let j0 = jc + jp * nr;
-                    P::pack_b(b, j0, nr.min(jc + ncur - j0), pc, kcur, nr, dst)
+                    packing.pack_b(b, j0, nr.min(jc + ncur - j0), pc, kcur, nr, dst)
                 };
                 if parallel {
                     bbuf.par_chunks_mut(bp_len).enumerate().for_each(pack);
@@ -242,7 +256,7 @@ fn run<P: Packing, A: PackA + ?Sized, B: PackB + ?Sized>(
                     }
                     let apanels = mcur.div_ceil(mr);
                     with_scratch(P::a_buf(), apanels * depth * mr, |abuf| {
-                        P::pack_a(a, i0, mcur, pc, kcur, mr, abuf);
+                        packing.pack_a(a, i0, mcur, pc, kcur, mr, abuf);
                         let mut tmp = [0.0f32; 32 * 32];
                         for jp in p_lo..p_hi {
                             let j0 = jc + jp * nr;
