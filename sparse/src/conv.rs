@@ -239,11 +239,18 @@ fn implicit_grad_input<T: Float>(dy: &[T], w: &[T], map: &KernelMap, d: ConvDims
     }
 }
 
-/// Implicit-GEMM weight gradient: the fused f32 kernel for every map (for an identity 1x1 map it
-/// is one GEMM `dY^T · X` with Cout as rows), else the generic one.
+/// Implicit-GEMM weight gradient in f32: tile-sparse Winograd where the forward takes it and
+/// the conv has the work to amortise it, else
+/// the fused kernel (for an identity 1x1 map one GEMM `dY^T · X` with Cout as rows); the generic
+/// one otherwise.
 fn implicit_grad_weight<T: Float>(x: &[T], dy: &[T], map: &KernelMap, d: ConvDims) -> Vec<T> {
     match (as_f32(x), as_f32(dy)) {
-        (Some(x), Some(dy)) => from_f32(fused::grad_weight(x, dy, map, d)),
+        (Some(x), Some(dy)) => from_f32(match winograd_tiles(map, d) {
+            Some(tiles) if winograd::weight_grad_pays_off(tiles, d.cin, d.cout) => {
+                winograd::grad_weight(x, dy, tiles, d.cin, d.cout)
+            }
+            _ => fused::grad_weight(x, dy, map, d),
+        }),
         _ => k::implicit_grad_weight(x, dy, map, d),
     }
 }

@@ -16,7 +16,7 @@
 use crate::ActiveSet;
 use rayon::prelude::*;
 use spark_engine::cpu::conv_implicit::flip_transpose_weight;
-use spark_engine::cpu::conv_winograd::{output_rows, transform_weight};
+use spark_engine::cpu::conv_winograd::{output_rows, transform_weight, weight_grad_from_components};
 use spark_engine::cpu::gemm::{gemm, MatRef};
 use spark_engine::cpu::scratch::with_scratch;
 use spark_engine::cpu::SyncPtr;
@@ -121,42 +121,16 @@ fn run(
         }
         return y;
     }
-    let target = ((1usize << 16) / (cin + cout)).clamp(48, 512) / 48 * 48;
-    let threads = rayon::current_num_threads().max(1);
-    let blocks = tiles.n.div_ceil(target).div_ceil(threads) * threads;
-    let per_block = tiles.n.div_ceil(blocks);
+    let per_block = tiles_per_block(tiles.n, cin, cout);
     // Every output row belongs to exactly one tile and tiles to one block, so parallel blocks
     // write disjoint rows.
     let yptr = SyncPtr(y.as_mut_ptr());
-    let zeros = vec![0.0f32; cin];
     (0..tiles.n.div_ceil(per_block)).into_par_iter().for_each(|blk| {
         let t0 = blk * per_block;
         let nt = per_block.min(tiles.n - t0);
         with_scratch(16 * nt * (cin + cout), |buf: &mut [f32]| {
             let (v, m) = buf.split_at_mut(16 * nt * cin);
-            // V[ξ][t][c] = (B^T d B)[ξ]: each component is a signed sum of four window rows.
-            for t in 0..nt {
-                let win = &tiles.window[(t0 + t) * 16..(t0 + t + 1) * 16];
-                let d = |k: usize| {
-                    if win[k] >= 0 {
-                        &x[win[k] as usize * cin..(win[k] as usize + 1) * cin]
-                    } else {
-                        &zeros[..]
-                    }
-                };
-                for (i, bi) in BT.iter().enumerate() {
-                    for (j, bj) in BT.iter().enumerate() {
-                        let ((a0, s0), (a1, s1)) = (bi[0], bi[1]);
-                        let ((b0, r0), (b1, r1)) = (bj[0], bj[1]);
-                        let (p, q, r, s) = (d(a0 * 4 + b0), d(a0 * 4 + b1), d(a1 * 4 + b0), d(a1 * 4 + b1));
-                        let (cp, cq, cr, cs) = (s0 * r0, s0 * r1, s1 * r0, s1 * r1);
-                        let dst = &mut v[((i * 4 + j) * nt + t) * cin..((i * 4 + j) * nt + t + 1) * cin];
-                        for c in 0..cin {
-                            dst[c] = cp * p[c] + cq * q[c] + cr * r[c] + cs * s[c];
-                        }
-                    }
-                }
-            }
+            transform_input(x, &tiles.window[t0 * 16..(t0 + nt) * 16], cin, v);
             for xi in 0..16 {
                 gemm(
                     MatRef { data: &u[xi * cin..], rows: cout, cols: cin, rs: 16 * cin, cs: 1 },
@@ -170,6 +144,123 @@ fn run(
         });
     });
     y
+}
+
+/// Tiles per block: about 256 KiB of V + M, a multiple of the GEMM's 48-wide panels, and enough
+/// blocks for every thread.
+fn tiles_per_block(n: usize, cin: usize, cout: usize) -> usize {
+    let target = ((1usize << 16) / (cin + cout)).clamp(48, 512) / 48 * 48;
+    let threads = rayon::current_num_threads().max(1);
+    n.div_ceil(n.div_ceil(target).div_ceil(threads) * threads).max(1)
+}
+
+/// `V[ξ][t][c] = (B^T d B)[ξ]` for the tiles whose 4x4 windows (input rows, -1 = zero) are
+/// `windows`: each component is a signed sum of four window rows.
+fn transform_input(x: &[f32], windows: &[i32], cin: usize, v: &mut [f32]) {
+    let nt = windows.len() / 16;
+    let zeros = vec![0.0f32; cin];
+    for (t, win) in windows.chunks_exact(16).enumerate() {
+        let d = |k: usize| {
+            if win[k] >= 0 {
+                &x[win[k] as usize * cin..(win[k] as usize + 1) * cin]
+            } else {
+                &zeros[..]
+            }
+        };
+        for (i, bi) in BT.iter().enumerate() {
+            for (j, bj) in BT.iter().enumerate() {
+                let ((a0, s0), (a1, s1)) = (bi[0], bi[1]);
+                let ((b0, r0), (b1, r1)) = (bj[0], bj[1]);
+                let (p, q, r, s) = (d(a0 * 4 + b0), d(a0 * 4 + b1), d(a1 * 4 + b0), d(a1 * 4 + b1));
+                let (cp, cq, cr, cs) = (s0 * r0, s0 * r1, s1 * r0, s1 * r1);
+                let dst = &mut v[((i * 4 + j) * nt + t) * cin..((i * 4 + j) * nt + t + 1) * cin];
+                for c in 0..cin {
+                    dst[c] = cp * p[c] + cq * q[c] + cr * r[c] + cs * s[c];
+                }
+            }
+        }
+    }
+}
+
+/// Whether the weight gradient takes this kernel: the dense Winograd's measured crossover
+/// (tiles x cin x cout >= 2^24, `spark_engine::cpu::conv_winograd::weight_grad_pays_off`). On
+/// ResNet-50's 3x3 layers at mask 0.6 (below or just above it at batch 8-16) the two kernels
+/// measured within noise of each other (`spark bench sparse --ratios 0.6 --batch 16`, 64->64
+/// @56: 20.0-20.7 vs 20.8-21.3 ms fwd+bwd).
+pub fn weight_grad_pays_off(tiles: &WinogradTiles, cin: usize, cout: usize) -> bool {
+    tiles.n * cin * cout >= 1 << 24
+}
+
+/// Weight gradient `[cout, cin, 3, 3]`: per component `dU_ξ [cout, cin] = Σ_t M'_ξ[t]^T V_ξ[t]`
+/// with `M' = A dY A^T` over each tile's four outputs (inactive ones contribute zero, as the
+/// forward drops them), then `dW = G^T dU G`. Blocks of tiles are split into one range per
+/// thread, each accumulating its own `dU`.
+pub fn grad_weight(x: &[f32], dy: &[f32], tiles: &WinogradTiles, cin: usize, cout: usize) -> Vec<f32> {
+    let mut gw = vec![0.0f32; 9 * cout * cin];
+    if tiles.n == 0 || cin == 0 || cout == 0 {
+        return gw;
+    }
+    let per_block = tiles_per_block(tiles.n, cin, cout);
+    let blocks = tiles.n.div_ceil(per_block);
+    let per_range = blocks.div_ceil(rayon::current_num_threads().clamp(1, blocks));
+    let du = (0..blocks.div_ceil(per_range))
+        .into_par_iter()
+        .map(|ri| {
+            let mut du = vec![0.0f32; 16 * cout * cin];
+            for blk in ri * per_range..blocks.min((ri + 1) * per_range) {
+                let t0 = blk * per_block;
+                let nt = per_block.min(tiles.n - t0);
+                with_scratch(16 * nt * (cin + cout), |buf: &mut [f32]| {
+                    let (v, m) = buf.split_at_mut(16 * nt * cin);
+                    transform_input(x, &tiles.window[t0 * 16..(t0 + nt) * 16], cin, v);
+                    transform_output_grad(dy, &tiles.outputs[t0 * 4..(t0 + nt) * 4], cout, m);
+                    for xi in 0..16 {
+                        gemm(
+                            MatRef { data: &m[xi * nt * cout..], rows: cout, cols: nt, rs: 1, cs: cout },
+                            MatRef::new(&v[xi * nt * cin..(xi + 1) * nt * cin], nt, cin),
+                            &mut du[xi * cout * cin..(xi + 1) * cout * cin],
+                            cin,
+                            true,
+                        );
+                    }
+                });
+            }
+            du
+        })
+        .reduce_with(|mut a, b| {
+            a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+            a
+        })
+        .unwrap_or_default();
+    weight_grad_from_components(&du, cout, cin, &mut gw);
+    gw
+}
+
+/// `M'[ξ][t][co] = (A dY A^T)[ξ]` with `A = [[1,0], [1,1], [1,-1], [0,-1]]` (the adjoint of the
+/// output transform) over the tiles whose output rows (-1 = inactive: zero) are `outputs`.
+fn transform_output_grad(dy: &[f32], outputs: &[i32], cout: usize, m: &mut [f32]) {
+    const A: [[f32; 2]; 4] = [[1.0, 0.0], [1.0, 1.0], [1.0, -1.0], [0.0, -1.0]];
+    let nt = outputs.len() / 4;
+    let zeros = vec![0.0f32; cout];
+    for (t, out) in outputs.chunks_exact(4).enumerate() {
+        let y = |k: usize| {
+            if out[k] >= 0 {
+                &dy[out[k] as usize * cout..(out[k] as usize + 1) * cout]
+            } else {
+                &zeros[..]
+            }
+        };
+        let (y00, y01, y10, y11) = (y(0), y(1), y(2), y(3));
+        for (r, ar) in A.iter().enumerate() {
+            for (c, ac) in A.iter().enumerate() {
+                let (c00, c01, c10, c11) = (ar[0] * ac[0], ar[0] * ac[1], ar[1] * ac[0], ar[1] * ac[1]);
+                let dst = &mut m[((r * 4 + c) * nt + t) * cout..((r * 4 + c) * nt + t + 1) * cout];
+                for co in 0..cout {
+                    dst[co] = c00 * y00[co] + c01 * y01[co] + c10 * y10[co] + c11 * y11[co];
+                }
+            }
+        }
+    }
 }
 
 /// `Y = A^T M A (+ bias)`, `A^T = [[1,1,1,0], [0,1,-1,-1]]`, vectorised over the block's tiles,

@@ -358,7 +358,7 @@ fn fused_f32_implicit_gemm_matches_f64_on_large_sets() {
 }
 
 /// 3x3 submanifold convs with 16+ channels run tile-sparse Winograd F(2x2, 3x3) in f32, forward
-/// and input gradient. Against the dense masked simulation at every ratio, with per-pixel random
+/// and input gradient (and weight gradient in the last, largest case). Against the dense masked simulation at every ratio, with per-pixel random
 /// masks (tiles partly active) on odd sizes, and with SparK's patch masks (tiles fully active).
 #[test]
 fn winograd_submanifold_matches_dense_masked() {
@@ -396,4 +396,47 @@ fn winograd_submanifold_matches_dense_masked() {
     let set = Arc::new(ActiveSet::from_patch_mask(&patch, 3, 14, 14, 4).unwrap());
     let mut ctx = SparseContext::generic();
     check_case(&mut rng, &set, &mut ctx, 48, 40, geo(3, 1, 1), DType::F32, ConvAlgo::Auto, "winograd large");
+    // Enough work for the Winograd weight gradient too (tiles x cin x cout >= 2^24).
+    let patch: Vec<bool> = (0..4 * 36).map(|_| rng.uniform() < 0.4).collect();
+    let set = Arc::new(ActiveSet::from_patch_mask(&patch, 4, 6, 6, 8).unwrap());
+    let mut ctx = SparseContext::generic();
+    let geom = spark_sparse::KernelGeom::conv([3, 3], &Conv2dParams::new(1, 1));
+    let tiles = ctx.kernel_map(&set, &set, geom).unwrap().winograd_tiles().unwrap().len();
+    assert!(tiles * 144 * 128 >= 1 << 24, "{tiles} tiles: too few for the weight-gradient case");
+    check_case(&mut rng, &set, &mut ctx, 144, 128, geo(3, 1, 1), DType::F32, ConvAlgo::Auto, "winograd weight grad");
+}
+
+/// The tile-sparse Winograd weight gradient against the generic implicit-GEMM one in f64 (a
+/// materialised gather, no Winograd), on per-pixel masks with partly active tiles and odd sizes,
+/// SparK patch masks, and enough tiles for several blocks per thread.
+#[test]
+fn winograd_weight_grad_matches_implicit_f64() {
+    use spark_sparse::conv_kernels::{implicit_grad_weight, ConvDims};
+    use spark_sparse::conv_winograd::{grad_weight, WinogradTiles};
+    use spark_sparse::KernelMap;
+    let mut rng = Rng::new(41);
+    let mut sets = Vec::new();
+    for ratio in [0.0, 0.3, 0.6, 0.9] {
+        sets.push(ActiveSet::from_mask(&random_mask(&mut rng, 2, 13, 11, ratio), 2, 13, 11).unwrap());
+    }
+    let patch: Vec<bool> = (0..3 * 196).map(|_| rng.uniform() < 0.4).collect();
+    sets.push(ActiveSet::from_patch_mask(&patch, 3, 14, 14, 4).unwrap());
+    for (i, set) in sets.into_iter().enumerate() {
+        let set = Arc::new(set);
+        let (cin, cout) = (16 + 8 * i, 20 + 4 * i);
+        let map =
+            KernelMap::build(&set, &set, spark_sparse::KernelGeom::conv([3, 3], &Conv2dParams::new(1, 1))).unwrap();
+        let tiles = WinogradTiles::build(&set);
+        let x = randn_vec(&mut rng, set.len() * cin);
+        let dy = randn_vec(&mut rng, set.len() * cout);
+        let to32 = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
+        let got: Vec<f64> = grad_weight(&to32(&x), &to32(&dy), &tiles, cin, cout).iter().map(|&v| v as f64).collect();
+        let want = implicit_grad_weight(&x, &dy, &map, ConvDims { cin, cout, groups: 1, kvol: 9 });
+        assert_rel(
+            &format!("winograd weight grad, set {i} ({} sites, {} tiles)", set.len(), tiles.len()),
+            &got,
+            &want,
+            1e-4,
+        );
+    }
 }

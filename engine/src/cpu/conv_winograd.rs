@@ -207,7 +207,14 @@ pub fn backward_weight(x: &[f32], go: &[f32], g: &ConvGeom, gw: &mut [f32]) {
             a
         })
         .unwrap_or_else(|| vec![0.0f32; 16 * cout * cin]);
-    // dW = G^T dU G: `lower` is G^T applied to one 4-vector.
+    weight_grad_from_components(&du, cout, cin, gw);
+}
+
+/// `dW [cout, cin, 3, 3] = G^T dU G` from the component gradients `dU [16][cout][cin]` (shared
+/// with the sparse Winograd weight gradient).
+pub fn weight_grad_from_components(du: &[f32], cout: usize, cin: usize, gw: &mut [f32]) {
+    assert_eq!((du.len(), gw.len()), (16 * cout * cin, 9 * cout * cin), "winograd: dU / dW lengths");
+    // `lower` is G^T applied to one 4-vector.
     let lower = |a: f32, b: f32, c: f32, d: f32| [a + 0.5 * (b + c), 0.5 * (b - c), 0.5 * (b + c) + d];
     let plane = cout * cin;
     gw.par_chunks_mut(cin * 9).enumerate().for_each(|(co, gwc)| {
