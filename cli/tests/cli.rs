@@ -161,10 +161,13 @@ fn reconstruct_export_extract_finetune_eval_predict() {
             "1",
             "--out",
             "ft",
+            "--precision",
+            "bf16",
         ],
         &t.0,
     ));
     assert!(o.contains("from pretrained weights") && o.contains("val top-1"), "{o}");
+    assert!(o.contains("bf16 products"), "{o}");
     for f in ["classifier.safetensors", "metrics.jsonl", "loss.svg"] {
         assert!(t.join("ft").join(f).exists(), "missing {f}");
     }
@@ -220,6 +223,7 @@ fn errors_are_one_line_with_a_hint_and_exit_codes_differ() {
     check(&["pretrain", "--backbone", "vgg16"], 2, "unknown backbone");
     check(&["pretrain", "--precision", "fp8"], 2, "use f32 or bf16");
     check(&["bench", "step", "--precision", "fp8"], 2, "use f32 or bf16");
+    check(&["finetune", "--precision", "fp8"], 2, "use f32 or bf16");
     let e = check(&["pretrain", "--data", "missing-folder", "--out", "o"], 1, "does not exist");
     assert!(e.lines().count() == 2 && e.contains("hint:"), "{e}");
     let e = check(&["pretrain", "--device", "cuda", "--out", "o"], 1, "CUDA");

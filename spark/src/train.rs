@@ -135,6 +135,12 @@ impl Trainer {
         if config.accum_steps == 0 || config.total_steps == 0 {
             return Err(Error::Msg("TrainConfig: total_steps and accum_steps must be >= 1".into()));
         }
+        if config.precision == MatmulPrecision::Bf16 && config.model.dtype()? != spark_engine::DType::F32 {
+            return Err(Error::Msg(format!(
+                "TrainConfig: bf16 autocast needs an f32 model, not dtype `{}` (it rounds f32 products)",
+                config.model.dtype
+            )));
+        }
         let mut rng = Rng::new(config.seed);
         let mut model = SparK::new(config.model.clone(), &mut rng)?;
         model.train();

@@ -68,3 +68,12 @@ fn precision_is_saved_in_the_run_config_and_defaults_to_f32() {
     let e = serde_json::from_value::<spark::TrainConfig>(bad).unwrap_err().to_string();
     assert!(e.contains("fp8"), "{e}");
 }
+
+#[test]
+fn bf16_autocast_of_an_f64_model_is_a_clear_error() {
+    let mut cfg = tiny_train(4, 2e-3);
+    cfg.precision = MatmulPrecision::Bf16;
+    cfg.model.dtype = "f64".into();
+    let e = Trainer::new(cfg).err().expect("f64 + bf16 must be refused").to_string();
+    assert!(e.contains("bf16") && e.contains("f64"), "{e}");
+}

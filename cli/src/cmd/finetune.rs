@@ -11,7 +11,7 @@ use crate::progress;
 use clap::Args;
 use spark::data::{Dataset, Loader, LoaderConfig, Transform};
 use spark::optim::{optim_params, AdamW, AdamWConfig, Lamb, LambConfig, LrSchedule, NoDecayRules, Optimizer};
-use spark_engine::Rng;
+use spark_engine::{MatmulPrecision, PrecisionScope, Rng};
 use spark_nn::Ctx;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -65,6 +65,10 @@ pub struct FinetuneArgs {
     pub out: PathBuf,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Precision of the matrix products in forward and backward: f32, or bf16 autocast (see
+    /// `spark pretrain --help`).
+    #[arg(long, default_value = "f32")]
+    pub precision: String,
 }
 
 /// Stage index of a parameter for layer-wise decay: stem 0, stages 1..=4, head 5.
@@ -87,6 +91,8 @@ fn layer_id(name: &str) -> usize {
 pub fn run(a: FinetuneArgs, common: CommonOpts) -> CliResult<()> {
     setup_threads(common.threads)?;
     setup_device(common.device.as_deref().unwrap_or("cpu"))?;
+    let precision = MatmulPrecision::parse(&a.precision)
+        .ok_or_else(|| CliError::usage(format!("--precision '{}': use f32 or bf16", a.precision)))?;
     if a.batch_size < 2 {
         return Err(CliError::usage("--batch-size must be at least 2 (batch norm)"));
     }
@@ -183,12 +189,13 @@ pub fn run(a: FinetuneArgs, common: CommonOpts) -> CliResult<()> {
     );
     eprintln!("data: {}; {} steps/epoch at batch {}", train.describe(), spe, a.batch_size);
     eprintln!(
-        "training: {total} steps, {} lr {:.1e}, layer decay {}, label smoothing {}, {} threads",
+        "training: {total} steps, {} lr {:.1e}, layer decay {}, label smoothing {}, {} threads, {} products",
         a.optimizer,
         a.lr,
         a.layer_decay,
         a.label_smoothing,
-        compute_threads()
+        compute_threads(),
+        precision.name()
     );
     std::fs::create_dir_all(&a.out).ctx(|| format!("cannot create {}", a.out.display()))?;
     let mut metrics = MetricsLog::open(&a.out.join("metrics.jsonl"), None)?;
@@ -208,6 +215,7 @@ pub fn run(a: FinetuneArgs, common: CommonOpts) -> CliResult<()> {
         let ts = Instant::now();
         let step = batch.step;
         let lr = lr_s.lr(step);
+        let autocast = PrecisionScope::new(precision);
         let logits = model.forward(&batch.images, &mut ctx)?;
         let loss_t = logits.cross_entropy(&batch.labels, a.label_smoothing)?;
         let loss = loss_t.to_scalar()?;
@@ -215,6 +223,7 @@ pub fn run(a: FinetuneArgs, common: CommonOpts) -> CliResult<()> {
             return Err(CliError::runtime(format!("loss became {loss} at step {step}")).hint("lower --lr"));
         }
         let grads = loss_t.backward()?;
+        drop(autocast);
         let mut sq = 0.0;
         for (scale, params, opt) in groups.iter_mut() {
             let info = opt.step(params, &grads, lr * *scale, a.weight_decay)?;
