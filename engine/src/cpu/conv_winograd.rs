@@ -288,6 +288,7 @@ fn transform_input(x: &[f32], g: &ConvGeom, r0: usize, rows: usize, tb: usize, v
     let (h, cin) = (g.h, g.cin);
     let py = g.pad[0] as isize;
     let (even, odd) = line.split_at_mut(tw + 1);
+    let cols = EvenOdd::new(g.w, g.pad[1], tw + 1);
     // Row-transformed input rows of one image's tile rows: e[row][c][t].
     let max_rows = 2 * rows.min(th) + 2;
     let mut e = vec![0.0f32; max_rows * 4 * tw];
@@ -307,7 +308,7 @@ fn transform_input(x: &[f32], g: &ConvGeom, r0: usize, rows: usize, tb: usize, v
                     er.fill(0.0);
                 } else {
                     let src = &plane[iy as usize * g.w..(iy as usize + 1) * g.w];
-                    split_even_odd(src, g.pad[1], even, odd);
+                    cols.split(src, even, odd);
                     transform_row(even, odd, er, tw);
                 }
             }
@@ -317,21 +318,13 @@ fn transform_input(x: &[f32], g: &ConvGeom, r0: usize, rows: usize, tb: usize, v
                     let (d0, d1, d2, d3) = (at(0, c), at(1, c), at(2, c), at(3, c));
                     // Rows of B^T applied down the window: V[k][c] for k = 0..4.
                     let off = |k: usize| ((k * 4 + c) * cin + ci) * tb + rr * tw;
-                    let o = off(0);
-                    for t in 0..tw {
-                        v[o + t] = d0[t] - d2[t];
-                    }
-                    let o = off(1);
-                    for t in 0..tw {
-                        v[o + t] = d1[t] + d2[t];
-                    }
-                    let o = off(2);
-                    for t in 0..tw {
-                        v[o + t] = d2[t] - d1[t];
-                    }
-                    let o = off(3);
-                    for t in 0..tw {
-                        v[o + t] = d1[t] - d3[t];
+                    for (k, (p, q, sign)) in
+                        [(d0, d2, -1.0), (d1, d2, 1.0), (d2, d1, -1.0), (d1, d3, -1.0)].into_iter().enumerate()
+                    {
+                        // V[k][c] = p + sign * q over the row's tiles.
+                        for ((d, &a), &b) in v[off(k)..off(k) + tw].iter_mut().zip(p).zip(q) {
+                            *d = a + sign * b;
+                        }
                     }
                 }
             }
@@ -340,39 +333,59 @@ fn transform_input(x: &[f32], g: &ConvGeom, r0: usize, rows: usize, tb: usize, v
     }
 }
 
-/// `even[t] = src[2t - pad]`, `odd[t] = src[2t - pad + 1]`, zero outside `src`.
-fn split_even_odd(src: &[f32], pad: usize, even: &mut [f32], odd: &mut [f32]) {
-    let w = src.len() as isize;
-    let pad = pad as isize;
-    let at = |i: isize| if i >= 0 && i < w { src[i as usize] } else { 0.0 };
-    // Interior: 0 <= 2t - pad and 2t - pad + 1 < w.
-    let lo = ((pad + 1) / 2).min(even.len() as isize) as usize;
-    let hi = (((w + pad - 1) / 2).max(lo as isize) as usize).min(even.len());
-    for t in (0..lo).chain(hi..even.len()) {
-        let i = 2 * t as isize - pad;
-        even[t] = at(i);
-        odd[t] = at(i + 1);
+/// Splits input rows into their even and odd window columns: `even[t] = src[2t - pad]`,
+/// `odd[t] = src[2t - pad + 1]`, zero outside the row. The bounds of the interior (where both
+/// come from the row) depend only on the geometry, so they are computed once per conv, not per
+/// row: this runs for every input row of every channel.
+struct EvenOdd {
+    pad: isize,
+    /// Tiles `lo..hi` read both columns from the row; the rest touch the padding.
+    lo: usize,
+    hi: usize,
+}
+
+impl EvenOdd {
+    fn new(w: usize, pad: usize, len: usize) -> EvenOdd {
+        let (w, pad) = (w as isize, pad as isize);
+        // Interior: 0 <= 2t - pad and 2t - pad + 1 < w.
+        let lo = ((pad + 1) / 2).min(len as isize) as usize;
+        let hi = (((w + pad - 1) / 2).max(lo as isize) as usize).min(len);
+        EvenOdd { pad, lo, hi }
     }
-    let base = (2 * lo as isize - pad) as usize;
-    for (t, pair) in src[base..base + 2 * (hi - lo)].chunks_exact(2).enumerate() {
-        even[lo + t] = pair[0];
-        odd[lo + t] = pair[1];
+
+    #[inline(always)]
+    fn split(&self, src: &[f32], even: &mut [f32], odd: &mut [f32]) {
+        let w = src.len() as isize;
+        let at = |i: isize| if i >= 0 && i < w { src[i as usize] } else { 0.0 };
+        for t in (0..self.lo).chain(self.hi..even.len()) {
+            let i = 2 * t as isize - self.pad;
+            even[t] = at(i);
+            odd[t] = at(i + 1);
+        }
+        let n = self.hi - self.lo;
+        let base = (2 * self.lo as isize - self.pad) as usize;
+        let pairs = src[base..base + 2 * n].chunks_exact(2);
+        for ((e, o), pair) in even[self.lo..self.hi].iter_mut().zip(&mut odd[self.lo..self.hi]).zip(pairs) {
+            *e = pair[0];
+            *o = pair[1];
+        }
     }
 }
 
 /// One input row times B along x: `e[c][t]` for the window columns
 /// `even[t], odd[t], even[t+1], odd[t+1]`.
-#[inline]
+#[inline(always)]
 fn transform_row(even: &[f32], odd: &[f32], e: &mut [f32], tw: usize) {
     let (e0, rest) = e.split_at_mut(tw);
     let (e1, rest) = rest.split_at_mut(tw);
     let (e2, e3) = rest.split_at_mut(tw);
+    let (x0, x2) = (&even[..tw], &even[1..tw + 1]);
+    let (x1, x3) = (&odd[..tw], &odd[1..tw + 1]);
     for t in 0..tw {
-        let (x0, x1, x2, x3) = (even[t], odd[t], even[t + 1], odd[t + 1]);
-        e0[t] = x0 - x2;
-        e1[t] = x1 + x2;
-        e2[t] = x2 - x1;
-        e3[t] = x1 - x3;
+        e0[t] = x0[t] - x2[t];
+        e1[t] = x1[t] + x2[t];
+        e2[t] = x2[t] - x1[t];
+        e3[t] = x1[t] - x3[t];
     }
 }
 
