@@ -143,12 +143,13 @@ pub fn conv_features(
     // f32 forward: channel-major fused GEMM, also for identity 1x1 maps, whose plain GEMM would
     // have Cout (often 64) as its column dimension and leave a third of the tiles empty.
     if kind == Kind::Implicit && x.dtype() == DType::F32 {
-        let w = weight.to_vec::<f32>()?;
         let b = bias.map(|b| b.to_vec::<f32>()).transpose()?;
-        let y = x.with_slice(|xs: &[f32]| match winograd_tiles(map, d) {
-            Some(tiles) => winograd::forward(xs, &w, b.as_deref(), tiles, d.cin, d.cout),
-            None => fused::forward(xs, &w, b.as_deref(), map, d),
-        })?;
+        let y = weight.with_slice(|w: &[f32]| {
+            x.with_slice(|xs: &[f32]| match winograd_tiles(map, d) {
+                Some(tiles) => winograd::forward(xs, w, b.as_deref(), tiles, d.cin, d.cout),
+                None => fused::forward(xs, w, b.as_deref(), map, d),
+            })
+        })??;
         return Ok(Tensor::from_vec_op(y, &[n_out, cout], inputs, ConvOp { map: map.clone(), d, kind }));
     }
     with_float!(x.dtype(), op, |T| {
@@ -180,25 +181,26 @@ impl Op for ConvOp {
         let want_db = inputs.len() > 2 && inputs[2].requires_grad();
         let (map, d) = (&*self.map, self.d);
         with_float!(g.dtype(), "sparse_conv2d backward", |T| {
-            let w = weight.to_vec::<T>()?;
             let g = g.contiguous()?;
-            let (dx, dw, db) = g.with_slice(|dy: &[T]| {
-                x.with_slice(|xs: &[T]| {
-                    let (dx, dw) = match self.kind {
-                        Kind::PerOffset => k::per_offset_backward(xs, &w, dy, map, d, want_dx, want_dw),
-                        Kind::Implicit => (
-                            if want_dx { implicit_grad_input(dy, &w, map, d) } else { Vec::new() },
-                            if want_dw { implicit_grad_weight(xs, dy, map, d) } else { Vec::new() },
-                        ),
-                        Kind::Depthwise => (
-                            if want_dx { k::depthwise_grad_input(dy, &w, map, d.cin) } else { Vec::new() },
-                            if want_dw { k::depthwise_grad_weight(xs, dy, map, d.cin) } else { Vec::new() },
-                        ),
-                    };
-                    let db = if want_db { k::column_sums(dy, d.cout) } else { Vec::new() };
-                    (dx, dw, db)
+            let (dx, dw, db) = weight.with_slice(|w: &[T]| {
+                g.with_slice(|dy: &[T]| {
+                    x.with_slice(|xs: &[T]| {
+                        let (dx, dw) = match self.kind {
+                            Kind::PerOffset => k::per_offset_backward(xs, w, dy, map, d, want_dx, want_dw),
+                            Kind::Implicit => (
+                                if want_dx { implicit_grad_input(dy, w, map, d) } else { Vec::new() },
+                                if want_dw { implicit_grad_weight(xs, dy, map, d) } else { Vec::new() },
+                            ),
+                            Kind::Depthwise => (
+                                if want_dx { k::depthwise_grad_input(dy, w, map, d.cin) } else { Vec::new() },
+                                if want_dw { k::depthwise_grad_weight(xs, dy, map, d.cin) } else { Vec::new() },
+                            ),
+                        };
+                        let db = if want_db { k::column_sums(dy, d.cout) } else { Vec::new() };
+                        (dx, dw, db)
+                    })
                 })
-            })??;
+            })???;
             let mut grads = vec![
                 if want_dx { Some(Tensor::from_vec(dx, x.dims())?) } else { None },
                 if want_dw { Some(Tensor::from_vec(dw, weight.dims())?) } else { None },
