@@ -2,7 +2,7 @@
 
 use crate::error::{CliError, CliResult};
 use clap::Args;
-use spark_engine::{DType, Device, Tensor};
+use spark_engine::{set_matmul_precision, DType, Device, MatmulPrecision, Tensor};
 
 #[derive(Args, Debug, Clone)]
 pub struct CommonOpts {
@@ -15,6 +15,27 @@ pub struct CommonOpts {
     /// Data-decoding threads that run ahead of the compute (default 2).
     #[arg(long, global = true)]
     pub workers: Option<usize>,
+    /// Precision of the matrix products (convolutions, matmuls): f32, or bf16 autocast
+    /// (operands rounded to bf16, f32 accumulation, everything else f32; about 1.7x faster
+    /// products on CPUs with AVX512-BF16, the same numbers without the speed-up elsewhere).
+    /// pretrain saves it in the run config (default: the config's, f32 for a new run).
+    #[arg(long, global = true)]
+    pub precision: Option<String>,
+}
+
+/// Parses `--precision` (None when not given).
+pub fn parse_precision(spec: Option<&str>) -> CliResult<Option<MatmulPrecision>> {
+    spec.map(|s| {
+        MatmulPrecision::parse(s).ok_or_else(|| CliError::usage(format!("--precision '{s}': use f32 or bf16")))
+    })
+    .transpose()
+}
+
+/// Sets the process-wide matrix-product precision of an inference command from `--precision`.
+pub fn setup_precision(common: &CommonOpts) -> CliResult<MatmulPrecision> {
+    let p = parse_precision(common.precision.as_deref())?.unwrap_or_default();
+    set_matmul_precision(p);
+    Ok(p)
 }
 
 /// Parses the device and checks it can be used: on this build only the CPU exists, and asking

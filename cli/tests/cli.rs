@@ -174,6 +174,9 @@ fn reconstruct_export_extract_finetune_eval_predict() {
     let o =
         ok(&spark(&["eval", "-c", "ft/classifier.safetensors", "--data", "data", "--confusion-csv", "cm.csv"], &t.0));
     assert!(o.contains("top-1:") && o.contains("top-5: 100.00%") && o.contains("(18 images)"), "{o}");
+    // --precision is global: inference in bf16 too.
+    let o = ok(&spark(&["eval", "-c", "ft/classifier.safetensors", "--data", "data", "--precision", "bf16"], &t.0));
+    assert!(o.contains("top-5: 100.00%") && o.contains("(18 images)"), "{o}");
     let csv = std::fs::read_to_string(t.join("cm.csv")).unwrap();
     assert_eq!(csv.lines().count(), 4);
     let o = ok(&spark(&["predict", "-c", "ft/classifier.safetensors", "data/leaf/1.png", "--json"], &t.0));
@@ -224,6 +227,7 @@ fn errors_are_one_line_with_a_hint_and_exit_codes_differ() {
     check(&["pretrain", "--precision", "fp8"], 2, "use f32 or bf16");
     check(&["bench", "step", "--precision", "fp8"], 2, "use f32 or bf16");
     check(&["finetune", "--precision", "fp8"], 2, "use f32 or bf16");
+    check(&["eval", "-c", "x.safetensors", "--precision", "fp8"], 2, "use f32 or bf16");
     let e = check(&["pretrain", "--data", "missing-folder", "--out", "o"], 1, "does not exist");
     assert!(e.lines().count() == 2 && e.contains("hint:"), "{e}");
     let e = check(&["pretrain", "--device", "cuda", "--out", "o"], 1, "CUDA");

@@ -5,13 +5,13 @@
 //! step: one SparK pretraining step (forward + backward + LAMB), sparse vs dense-masked encoder.
 
 use super::pretrain::PretrainConfig;
-use crate::common::{compute_threads, setup_threads, CommonOpts};
+use crate::common::{compute_threads, setup_precision, setup_threads, CommonOpts};
 use crate::error::{CliError, CliResult};
 use clap::{Args, Subcommand};
 use spark::optim::{optim_params, Recipe};
 use spark::{EncoderMode, SparK};
 use spark_engine::cpu::gemm::{available_paths, gemm_with_path, MatRef};
-use spark_engine::{bf16_native, set_matmul_precision, Conv2dParams, DType, Device, MatmulPrecision, Rng, Tensor};
+use spark_engine::{bf16_native, Conv2dParams, DType, Device, MatmulPrecision, Rng, Tensor};
 use spark_nn::Module;
 use std::time::Instant;
 
@@ -26,10 +26,6 @@ pub struct BenchArgs {
     /// compare sparse convs with the plain im2col dense-masked conv.
     #[arg(long, global = true)]
     pub no_winograd: bool,
-    /// Matrix-product precision of the conv, sparse and step benches: f32, or bf16 autocast
-    /// (the gemm table always shows both).
-    #[arg(long, global = true, default_value = "f32")]
-    pub precision: String,
 }
 
 #[derive(Subcommand, Debug, Clone)]
@@ -119,9 +115,8 @@ fn naive_gemm(a: &[f32], b: &[f32], c: &mut [f32], n: usize) {
 pub fn run(a: BenchArgs, common: CommonOpts) -> CliResult<()> {
     setup_threads(common.threads)?;
     spark_engine::cpu::conv_winograd::set_enabled(!a.no_winograd);
-    let precision = MatmulPrecision::parse(&a.precision)
-        .ok_or_else(|| CliError::usage(format!("--precision '{}': use f32 or bf16", a.precision)))?;
-    set_matmul_precision(precision);
+    // Applies to the conv, sparse and step benches; the gemm table always shows both.
+    let precision = setup_precision(&common)?;
     println!(
         "spark bench ({} compute threads; median of {} runs; dense 3x3 convs: {}; matmul precision: {}{})",
         compute_threads(),

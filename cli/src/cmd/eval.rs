@@ -1,7 +1,7 @@
 //! `spark eval`: top-1 / top-5 accuracy and the confusion matrix of a fine-tuned classifier.
 
 use super::classifier;
-use crate::common::{setup_device, setup_threads, CommonOpts};
+use crate::common::{setup_device, setup_precision, setup_threads, CommonOpts};
 use crate::error::{CliError, CliResult, Context};
 use crate::progress;
 use clap::Args;
@@ -77,6 +77,7 @@ pub fn evaluate(
 pub fn run(a: EvalArgs, common: CommonOpts) -> CliResult<()> {
     setup_threads(common.threads)?;
     setup_device(common.device.as_deref().unwrap_or("cpu"))?;
+    setup_precision(&common)?;
     let (model, spec) = classifier::load_classifier(&a.checkpoint)?;
     let ds = Dataset::open(&a.data).map_err(|e| CliError::runtime(e.to_string()))?;
     if !ds.is_labelled() {

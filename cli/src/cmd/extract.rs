@@ -3,7 +3,7 @@
 //! the global average of the deepest one (`pooled`, [N, C]).
 
 use super::classifier;
-use crate::common::{setup_device, setup_threads, CommonOpts};
+use crate::common::{setup_device, setup_precision, setup_threads, CommonOpts};
 use crate::error::{CliError, CliResult};
 use crate::progress;
 use clap::Args;
@@ -35,6 +35,7 @@ pub struct ExtractArgs {
 pub fn run(a: ExtractArgs, common: CommonOpts) -> CliResult<()> {
     setup_threads(common.threads)?;
     setup_device(common.device.as_deref().unwrap_or("cpu"))?;
+    setup_precision(&common)?;
     let (model, spec) = classifier::load_any(&a.checkpoint)?;
     let ds = if a.images.is_empty() {
         Dataset::open(&a.data).map_err(|e| CliError::runtime(e.to_string()))?

@@ -4,14 +4,14 @@
 
 use super::classifier::{self, ModelSpec, Weights};
 use super::eval::evaluate;
-use crate::common::{compute_threads, setup_device, setup_threads, CommonOpts};
+use crate::common::{compute_threads, parse_precision, setup_device, setup_threads, CommonOpts};
 use crate::error::{CliError, CliResult, Context};
 use crate::metrics::{MetricsLog, Record};
 use crate::progress;
 use clap::Args;
 use spark::data::{Dataset, Loader, LoaderConfig, Transform};
 use spark::optim::{optim_params, AdamW, AdamWConfig, Lamb, LambConfig, LrSchedule, NoDecayRules, Optimizer};
-use spark_engine::{MatmulPrecision, PrecisionScope, Rng};
+use spark_engine::{PrecisionScope, Rng};
 use spark_nn::Ctx;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -65,10 +65,6 @@ pub struct FinetuneArgs {
     pub out: PathBuf,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Precision of the matrix products in forward and backward: f32, or bf16 autocast (see
-    /// `spark pretrain --help`).
-    #[arg(long, default_value = "f32")]
-    pub precision: String,
 }
 
 /// Stage index of a parameter for layer-wise decay: stem 0, stages 1..=4, head 5.
@@ -91,8 +87,8 @@ fn layer_id(name: &str) -> usize {
 pub fn run(a: FinetuneArgs, common: CommonOpts) -> CliResult<()> {
     setup_threads(common.threads)?;
     setup_device(common.device.as_deref().unwrap_or("cpu"))?;
-    let precision = MatmulPrecision::parse(&a.precision)
-        .ok_or_else(|| CliError::usage(format!("--precision '{}': use f32 or bf16", a.precision)))?;
+    // Held by a scope around each step's forward and backward.
+    let precision = parse_precision(common.precision.as_deref())?.unwrap_or_default();
     if a.batch_size < 2 {
         return Err(CliError::usage("--batch-size must be at least 2 (batch norm)"));
     }

@@ -2,7 +2,7 @@
 //! (eval transform, softmax over the logits, the top classes).
 
 use super::classifier;
-use crate::common::{setup_device, setup_threads, CommonOpts};
+use crate::common::{setup_device, setup_precision, setup_threads, CommonOpts};
 use crate::error::{CliError, CliResult};
 use clap::Args;
 use spark::data::{load_image, Transform};
@@ -29,6 +29,7 @@ pub struct PredictArgs {
 pub fn run(a: PredictArgs, common: CommonOpts) -> CliResult<()> {
     setup_threads(common.threads)?;
     setup_device(common.device.as_deref().unwrap_or("cpu"))?;
+    setup_precision(&common)?;
     let (model, spec) = classifier::load_classifier(&a.checkpoint)?;
     let t = Transform::eval(spec.input_size);
     let mut ctx = Ctx::new(0);

@@ -88,11 +88,6 @@ pub struct PretrainArgs {
     /// Random seed (data order, augmentation, masks, initial weights).
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Precision of the convolutions' matrix products: `f32`, or `bf16` autocast (operands
-    /// rounded to bf16, f32 accumulation and f32 everything else; about 1.7x faster GEMMs on CPUs
-    /// with AVX512-BF16, same results but no speed-up elsewhere).
-    #[arg(long)]
-    pub precision: Option<String>,
 }
 
 /// The resolved settings of a pretraining run (saved as `config.toml`).
@@ -248,7 +243,7 @@ impl PretrainConfig {
     }
 }
 
-fn flags(a: &PretrainArgs, device: Option<String>) -> toml::Table {
+fn flags(a: &PretrainArgs, device: Option<String>, precision: Option<String>) -> toml::Table {
     let mut f = Flags::default();
     f.set("preset", a.preset.clone())
         .set("backbone", a.backbone.clone())
@@ -261,7 +256,7 @@ fn flags(a: &PretrainArgs, device: Option<String>) -> toml::Table {
         .set_usize("warmup_steps", a.warmup_steps)
         .set("optimizer", a.optimizer.clone())
         .set("encoder", a.encoder.clone())
-        .set("precision", a.precision.clone())
+        .set("precision", precision)
         .set("data", a.data.clone())
         .set("out", a.out.as_ref().map(|p| p.display().to_string()))
         .set_usize("save_every", a.save_every)
@@ -291,7 +286,7 @@ fn resolve(a: &PretrainArgs, common: &crate::common::CommonOpts, resumed: Option
         Some(text) => toml::from_str(text).map_err(|e| CliError::runtime(format!("checkpoint run config: {e}")))?,
         None => PretrainConfig::preset(&preset)?,
     };
-    let mut fl = flags(a, common.device.clone());
+    let mut fl = flags(a, common.device.clone(), common.precision.clone());
     if let Some(w) = common.workers {
         fl.insert("workers".into(), (w as i64).into());
     }

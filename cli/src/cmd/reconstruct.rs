@@ -3,7 +3,7 @@
 //! back (SPARK.md section 6: prediction de-normalised with each patch's own mean and std).
 
 use crate::checkpoint;
-use crate::common::{setup_device, setup_threads, CommonOpts};
+use crate::common::{setup_device, setup_precision, setup_threads, CommonOpts};
 use crate::error::{CliError, CliResult, Context};
 use clap::Args;
 use image::{Rgb, RgbImage};
@@ -36,6 +36,7 @@ pub struct ReconstructArgs {
 pub fn run(a: ReconstructArgs, common: CommonOpts) -> CliResult<()> {
     setup_threads(common.threads)?;
     setup_device(common.device.as_deref().unwrap_or("cpu"))?;
+    setup_precision(&common)?;
     let ck = checkpoint::load(&a.checkpoint)?;
     let mut model = SparK::new(ck.spark.clone(), &mut Rng::new(0))?;
     checkpoint::load_into(&model, &ck.model, &a.checkpoint)?;
