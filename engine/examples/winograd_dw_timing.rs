@@ -1,5 +1,5 @@
-//! Weight gradient of 3x3 stride-1 convs on the SparK decoder's levels (batch 16, width 768):
-//! Winograd F(2x2,3x3) against the implicit GEMM, same inputs, interleaved best-of-N.
+//! Weight gradient of 3x3 stride-1 convs on the SparK decoders' and ResNets' levels: Winograd
+//! F(2x2,3x3) against the implicit GEMM, same inputs, interleaved best-of-N.
 //! `cargo run --release -p spark-engine --example winograd_dw_timing`
 
 use spark_engine::cpu::conv::ConvGeom;
@@ -7,28 +7,51 @@ use spark_engine::cpu::{conv_implicit, conv_winograd};
 use spark_engine::Rng;
 use std::time::Instant;
 
-/// (channels, map side): the decoder's levels, then ResNet-18/50 encoder 3x3 convs at 96 and 224 px.
-const SHAPES: [(usize, usize); 13] = [
-    (384, 12),
-    (384, 6),
-    (192, 24),
-    (192, 12),
-    (96, 48),
-    (48, 96),
-    (64, 24),
-    (128, 12),
-    (256, 6),
-    (64, 56),
-    (128, 28),
-    (256, 14),
-    (512, 7),
+/// (batch, channels, map side): the ResNet-18 / 96 px decoder's levels at batch 16, ResNet-18/50
+/// encoder 3x3 convs, and the ResNet-50 / 224 px decoder's levels at batch 8.
+const SHAPES: [(usize, usize, usize); 18] = [
+    (16, 384, 12),
+    (16, 384, 6),
+    (16, 192, 24),
+    (16, 192, 12),
+    (16, 96, 48),
+    (16, 48, 96),
+    (16, 64, 24),
+    (16, 128, 12),
+    (16, 256, 6),
+    (16, 64, 56),
+    (16, 128, 28),
+    (16, 256, 14),
+    (16, 512, 7),
+    (8, 768, 14),
+    (8, 384, 28),
+    (8, 192, 56),
+    (8, 96, 112),
+    (8, 48, 224),
 ];
 
+/// As the `spark` binary: freed memory stays in the process, so no call pays fresh page faults.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn keep_freed_memory() {
+    extern "C" {
+        fn mallopt(param: i32, value: i32) -> i32;
+    }
+    // SAFETY: mallopt only changes allocator tuning; called before any other thread starts.
+    unsafe {
+        mallopt(-4, 0); // M_MMAP_MAX
+        mallopt(-1, i32::MAX); // M_TRIM_THRESHOLD
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn keep_freed_memory() {}
+
 fn main() {
+    keep_freed_memory();
     let mut rng = Rng::new(1);
-    for (c, hw) in SHAPES {
+    for (n, c, hw) in SHAPES {
         let g = ConvGeom {
-            n: 16,
+            n,
             cin: c,
             h: hw,
             w: hw,
@@ -55,7 +78,7 @@ fn main() {
             best_i = best_i.min(t.elapsed().as_secs_f64());
         }
         println!(
-            "{c}->{c} @{hw}x{hw}: winograd {:.1} ms, implicit {:.1} ms ({:.2}x)",
+            "b{n} {c}->{c} @{hw}x{hw}: winograd {:.1} ms, implicit {:.1} ms ({:.2}x)",
             best_w * 1e3,
             best_i * 1e3,
             best_i / best_w

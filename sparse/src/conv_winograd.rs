@@ -182,8 +182,9 @@ fn transform_input(x: &[f32], windows: &[i32], cin: usize, v: &mut [f32]) {
     }
 }
 
-/// Whether the weight gradient takes this kernel: the dense Winograd's measured crossover
-/// (tiles x cin x cout >= 2^24, `spark_engine::cpu::conv_winograd::weight_grad_pays_off`). On
+/// Whether the weight gradient takes this kernel: tiles x cin x cout >= 2^24, twice the dense
+/// kernel's threshold (`spark_engine::cpu::conv_winograd::weight_grad_pays_off`), because the
+/// sparse kernel has not shown a win below it. On
 /// ResNet-50's 3x3 layers at mask 0.6 (below or just above it at batch 8-16) the two kernels
 /// measured within noise of each other (`spark bench sparse --ratios 0.6 --batch 16`, 64->64
 /// @56: 20.0-20.7 vs 20.8-21.3 ms fwd+bwd).

@@ -104,12 +104,12 @@ pub fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeom, out: &m
     let (cin, cout) = (g.cin, g.cout);
     let u = transform_weight(w, cout, cin);
     let tw = g.ow.div_ceil(2);
-    let (_, _, blocks) = tile_blocks(g);
+    let blocking = Blocking::forward(g);
     assert_eq!(out.len(), g.out_len(), "winograd: output length");
     assert!(bias.is_none_or(|b| b.len() == cout), "winograd: bias length");
     let optr = SyncPtr(out.as_mut_ptr());
-    (0..blocks).into_par_iter().for_each(|b| {
-        with_block(x, g, b, |r0, rows, v, m| {
+    (0..blocking.blocks).into_par_iter().for_each(|b| {
+        with_block(x, g, &blocking, b, |r0, rows, v, m| {
             let tb = rows * tw;
             for xi in 0..16 {
                 gemm(
@@ -126,39 +126,77 @@ pub fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeom, out: &m
 }
 
 /// Whether the weight gradient uses it: where the forward does and the convolution has enough
-/// work (tiles x cin x cout >= 2^24) to amortise the two transforms and the per-thread `dU`.
-/// Measured against the implicit GEMM on the SparK decoder's and ResNet's 3x3 layers at batch 16
-/// (`engine/examples/winograd_dw_timing.rs`): 192->192 @24: 1.64x, 96->96 @48: 1.56x, 384->384
-/// @12: 1.30x, 64->64 @56: 1.12x; below the threshold 64->64 @24: 0.87x, 128->128 @12: 1.06x.
+/// work (tiles x cin x cout >= 2^23) to amortise the two transforms and the per-thread `dU`.
+/// Measured against the implicit GEMM (`engine/examples/winograd_dw_timing.rs`, batch 16 unless
+/// noted): 128->128 @12 (just above the threshold): 2.08x, 64->64 @24: 1.29x, 192->192 @24: 1.63x,
+/// 96->96 @48: 1.64x, 48->48 @96: 1.35-1.57x, 384->384 @12: 1.70x, batch 8 768->768 @14: 1.44-1.54x;
+/// it loses where the forward is not used either (6x6 and 7x7 maps: 0.73-0.85x).
 pub fn weight_grad_pays_off(g: &ConvGeom) -> bool {
     let tiles = g.n * g.oh.div_ceil(2) * g.ow.div_ceil(2);
-    pays_off(g) && tiles * g.cin * g.cout >= 1 << 24
+    pays_off(g) && tiles * g.cin * g.cout >= 1 << 23
 }
 
-/// `(tile rows, tile rows per block, blocks)`: blocks of whole tile rows, about 256 KiB of V + M
-/// each (at least 192 tiles so the GEMMs' 48-wide column panels fill), and enough blocks for
-/// every thread. Small problems (the decoder's deep levels) run as one block whose GEMMs split
-/// across threads themselves.
-fn tile_blocks(g: &ConvGeom) -> (usize, usize, usize) {
-    let (th, tw) = (g.oh.div_ceil(2), g.ow.div_ceil(2));
-    let tile_rows = g.n * th;
-    let target_tiles = ((1usize << 16) / (g.cin + g.cout)).clamp(192, 512);
-    let threads = rayon::current_num_threads().max(1);
-    let rows_per_block = if tile_rows * tw <= 2 * target_tiles {
-        tile_rows
-    } else {
-        (target_tiles / tw).clamp(1, tile_rows.div_ceil(threads).max(1))
-    };
-    (tile_rows, rows_per_block, tile_rows.div_ceil(rows_per_block))
+/// How the tile rows (`n * ceil(oh/2)` rows of `ceil(ow/2)` tiles) are cut into blocks.
+struct Blocking {
+    tile_rows: usize,
+    rows_per_block: usize,
+    blocks: usize,
 }
 
-/// Runs `f(r0, rows, V, M)` for block `b` of `tile_blocks(g)` (tile rows `r0..r0+rows`) on this
-/// thread's scratch: `V` holds the block's transformed input `[16][cin][tiles]`, `M` is room for
+impl Blocking {
+    /// Blocks of about `target` tiles. A problem of at most two targets is one block (its GEMMs
+    /// split across threads themselves); otherwise the block count is a multiple of the thread
+    /// count and the blocks are even, so no thread waits on a last, larger share.
+    fn new(g: &ConvGeom, target: usize) -> Blocking {
+        let (th, tw) = (g.oh.div_ceil(2), g.ow.div_ceil(2));
+        let tile_rows = g.n * th;
+        if tile_rows * tw <= 2 * target {
+            return Blocking { tile_rows, rows_per_block: tile_rows.max(1), blocks: 1 };
+        }
+        let threads = rayon::current_num_threads().max(1);
+        let mut blocks = tile_rows.div_ceil((target / tw).max(1));
+        if tile_rows >= threads {
+            blocks = blocks.div_ceil(threads) * threads;
+        }
+        let rows_per_block = tile_rows.div_ceil(blocks);
+        Blocking { tile_rows, rows_per_block, blocks: tile_rows.div_ceil(rows_per_block) }
+    }
+
+    /// The forward's blocks: about 256 KiB of V + M each, so a block stays in cache from the
+    /// input transform through the GEMMs to the output transform (at least 192 tiles, so the
+    /// GEMMs' 48-wide column panels fill).
+    fn forward(g: &ConvGeom) -> Blocking {
+        Blocking::new(g, ((1usize << 16) / (g.cin + g.cout)).clamp(192, 512))
+    }
+
+    /// The weight gradient's blocks: every block adds a whole `dU [16, cout, cin]` product, so
+    /// with many channels (a 768-wide decoder level) blocks grow until V + M is about as large
+    /// as dU, capped at 64 MiB of scratch per thread.
+    fn weight_grad(g: &ConvGeom) -> Blocking {
+        let cache = ((1usize << 16) / (g.cin + g.cout)).clamp(192, 512);
+        let balance = g.cin * g.cout / (g.cin + g.cout);
+        let cap = (1usize << 24) / (16 * (g.cin + g.cout)).max(1);
+        Blocking::new(g, cache.max(balance.min(cap)))
+    }
+
+    /// Tile rows `r0..r0 + rows` of block `b`.
+    fn rows(&self, b: usize) -> (usize, usize) {
+        let r0 = b * self.rows_per_block;
+        (r0, self.rows_per_block.min(self.tile_rows - r0))
+    }
+}
+
+/// Runs `f(r0, rows, V, M)` for block `b` (tile rows `r0..r0+rows`) on this thread's scratch:
+/// `V` holds the block's transformed input `[16][cin][tiles]`, `M` is room for
 /// `[16][cout][tiles]`.
-fn with_block<R>(x: &[f32], g: &ConvGeom, b: usize, f: impl FnOnce(usize, usize, &[f32], &mut [f32]) -> R) -> R {
-    let (tile_rows, rows_per_block, _) = tile_blocks(g);
-    let r0 = b * rows_per_block;
-    let rows = rows_per_block.min(tile_rows - r0);
+fn with_block<R>(
+    x: &[f32],
+    g: &ConvGeom,
+    blocking: &Blocking,
+    b: usize,
+    f: impl FnOnce(usize, usize, &[f32], &mut [f32]) -> R,
+) -> R {
+    let (r0, rows) = blocking.rows(b);
     let tw = g.ow.div_ceil(2);
     let tb = rows * tw;
     with_scratch(16 * (g.cin + g.cout) * tb + 2 * (tw + 1), |buf: &mut [f32]| {
@@ -178,7 +216,8 @@ pub fn backward_weight(x: &[f32], go: &[f32], g: &ConvGeom, gw: &mut [f32]) {
     assert_eq!((x.len(), go.len(), gw.len()), (g.in_len(), g.out_len(), g.weight_len()), "winograd: lengths");
     let (cin, cout) = (g.cin, g.cout);
     let tw = g.ow.div_ceil(2);
-    let (_, _, blocks) = tile_blocks(g);
+    let blocking = Blocking::weight_grad(g);
+    let blocks = blocking.blocks;
     let ranges = rayon::current_num_threads().clamp(1, blocks);
     let per_range = blocks.div_ceil(ranges);
     let du = (0..blocks.div_ceil(per_range))
@@ -186,7 +225,7 @@ pub fn backward_weight(x: &[f32], go: &[f32], g: &ConvGeom, gw: &mut [f32]) {
         .map(|ri| {
             let mut du = vec![0.0f32; 16 * cout * cin];
             for b in ri * per_range..blocks.min((ri + 1) * per_range) {
-                with_block(x, g, b, |r0, rows, v, m| {
+                with_block(x, g, &blocking, b, |r0, rows, v, m| {
                     let tb = rows * tw;
                     transform_output_grad(go, g, r0, rows, tb, m);
                     for xi in 0..16 {
