@@ -227,6 +227,7 @@ fn errors_are_one_line_with_a_hint_and_exit_codes_differ() {
     check(&["pretrain", "--precision", "fp8"], 2, "use f32 or bf16");
     check(&["bench", "step", "--precision", "fp8"], 2, "use f32 or bf16");
     check(&["finetune", "--precision", "fp8"], 2, "use f32 or bf16");
+    check(&["bench", "step", "--optimizer", "sgd"], 2, "use lamb or adamw");
     check(&["eval", "-c", "x.safetensors", "--precision", "fp8"], 2, "use f32 or bf16");
     let e = check(&["pretrain", "--data", "missing-folder", "--out", "o"], 1, "does not exist");
     assert!(e.lines().count() == 2 && e.contains("hint:"), "{e}");

@@ -2,13 +2,14 @@
 //! gemm: the engine's SGEMM on each SIMD path the CPU has, against a naive triple loop;
 //! conv: dense conv2d forward and forward+backward on ResNet / ConvNeXt layer shapes;
 //! sparse: spark-sparse's sparse vs dense-masked table over mask ratios;
-//! step: one SparK pretraining step (forward + backward + LAMB), sparse vs dense-masked encoder.
+//! step: one SparK pretraining step (forward + backward + LAMB or AdamW), sparse vs dense-masked
+//! encoder.
 
 use super::pretrain::PretrainConfig;
 use crate::common::{compute_threads, setup_precision, setup_threads, CommonOpts};
 use crate::error::{CliError, CliResult};
 use clap::{Args, Subcommand};
-use spark::optim::{optim_params, Recipe};
+use spark::optim::{optim_params, OptimizerKind, Recipe};
 use spark::{EncoderMode, SparK};
 use spark_engine::cpu::gemm::{available_paths, gemm_with_path, MatRef};
 use spark_engine::{bf16_native, Conv2dParams, DType, Device, MatmulPrecision, Rng, Tensor};
@@ -63,6 +64,10 @@ pub enum BenchWhat {
         /// Also print where each encoder's backward spends its time (op, output shape).
         #[arg(long)]
         profile: bool,
+        /// lamb (SparK's) or adamw (with the recipe's grad-norm clip 5, like the AdamW rows of
+        /// `scripts/torch_spark_step.py`).
+        #[arg(long, default_value = "lamb")]
+        optimizer: String,
     },
 }
 
@@ -209,7 +214,7 @@ pub fn run(a: BenchArgs, common: CommonOpts) -> CliResult<()> {
             let rows = spark_sparse::bench::sparse_vs_dense_table(&shapes, batch, &ratios, a.reps.max(1))?;
             println!("{}", spark_sparse::bench::format_table(&rows));
         }
-        BenchWhat::Step { preset, backbone, width_mult, input_size, batch, profile } => {
+        BenchWhat::Step { preset, backbone, width_mult, input_size, batch, profile, optimizer } => {
             let mut c = PretrainConfig::preset(&preset)?;
             c.backbone = backbone.unwrap_or(c.backbone);
             c.width_mult = width_mult.unwrap_or(c.width_mult);
@@ -221,12 +226,17 @@ pub fn run(a: BenchArgs, common: CommonOpts) -> CliResult<()> {
             let mut rng = Rng::new(3);
             let mut model = SparK::new(sc.clone(), &mut rng)?;
             model.train();
-            let recipe = Recipe::official();
+            let mut recipe = Recipe::official();
+            recipe.optimizer = match optimizer.as_str() {
+                "lamb" => OptimizerKind::Lamb,
+                "adamw" => OptimizerKind::AdamW,
+                o => return Err(CliError::usage(format!("--optimizer '{o}': use lamb or adamw"))),
+            };
             let params = optim_params(&model.trainable_parameters(), &recipe.no_decay);
             let x =
                 Tensor::randn(&[batch, 3, sc.input_size, sc.input_size], 0.0, 1.0, &mut rng, DType::F32, Device::Cpu)?;
             println!(
-                "SparK step: {} x{} at {} px, batch {batch}, mask {:.2}, decoder {}",
+                "SparK step: {} x{} at {} px, batch {batch}, mask {:.2}, decoder {}, {optimizer}",
                 sc.backbone, sc.width_mult, sc.input_size, sc.mask_ratio, sc.decoder_width
             );
             println!(
