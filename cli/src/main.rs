@@ -8,7 +8,6 @@ mod common;
 mod config;
 mod error;
 mod interrupt;
-mod malloc;
 mod metrics;
 mod plot;
 mod progress;
@@ -75,7 +74,7 @@ fn run(cli: Cli) -> CliResult<()> {
 }
 
 fn main() {
-    malloc::keep_freed_memory();
+    spark_engine::cpu::malloc::keep_freed_memory();
     // Bugs (panics) get one line and a pointer, not a backtrace dump.
     std::panic::set_hook(Box::new(|info| {
         eprintln!("error: internal error: {info}");

@@ -11,6 +11,8 @@ use spark_engine::{DType, Device, Rng, Tensor};
 use std::time::Instant;
 
 fn main() {
+    // Freed memory stays in the process, as in the `spark` binary (no page faults per call).
+    spark_engine::cpu::malloc::keep_freed_memory();
     // (n, cin, cout, input side, k) of a stride-2 ConvTranspose2d(cin, cout, k).
     let shapes = [
         (16, 768, 384, 3, 4),

@@ -30,24 +30,9 @@ const SHAPES: [(usize, usize, usize); 18] = [
     (8, 48, 224),
 ];
 
-/// As the `spark` binary: freed memory stays in the process, so no call pays fresh page faults.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn keep_freed_memory() {
-    extern "C" {
-        fn mallopt(param: i32, value: i32) -> i32;
-    }
-    // SAFETY: mallopt only changes allocator tuning; called before any other thread starts.
-    unsafe {
-        mallopt(-4, 0); // M_MMAP_MAX
-        mallopt(-1, i32::MAX); // M_TRIM_THRESHOLD
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn keep_freed_memory() {}
-
 fn main() {
-    keep_freed_memory();
+    // Freed memory stays in the process, as in the `spark` binary (no page faults per call).
+    spark_engine::cpu::malloc::keep_freed_memory();
     let mut rng = Rng::new(1);
     for (n, c, hw) in SHAPES {
         let g = ConvGeom {

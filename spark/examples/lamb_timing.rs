@@ -8,6 +8,8 @@ use spark::optim::{Lamb, LambConfig, OptimParam, Optimizer};
 use spark_engine::{DType, Device, GradStore, Rng, Tensor};
 
 fn main() -> spark_engine::Result<()> {
+    // Freed memory stays in the process, as in the `spark` binary (no page faults per call).
+    spark_engine::cpu::malloc::keep_freed_memory();
     let mut rng = Rng::new(0);
     let sizes = [
         5_308_416usize,

@@ -5,6 +5,8 @@
 use spark_sparse::bench::{default_ratios, format_table, resnet_convnext_shapes, sparse_vs_dense_table};
 
 fn main() -> spark_engine::Result<()> {
+    // Freed memory stays in the process, as in the `spark` binary (no page faults per call).
+    spark_engine::cpu::malloc::keep_freed_memory();
     let args: Vec<String> = std::env::args().collect();
     let reps = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(5);
     let ratios = match args.get(2) {

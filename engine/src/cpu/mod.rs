@@ -7,6 +7,7 @@ pub mod conv_transpose;
 pub mod conv_winograd;
 pub mod gemm;
 pub(crate) mod isa;
+pub mod malloc;
 pub mod pool;
 pub mod scratch;
 mod sync_ptr;

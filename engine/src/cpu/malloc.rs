@@ -3,7 +3,9 @@
 //! glibc returns large freed blocks (mmap'd or trimmed) to the kernel, so every op whose output
 //! or scratch buffer is large page-faults fresh zeroed pages on each call; `../shared/peers/RESULTS.md`
 //! measured this costing PyTorch up to 3x on single layers. A training step allocates the same
-//! sizes every iteration, so keeping them is the right trade for this program.
+//! sizes every iteration, so keeping them is the right trade for a training process. The `spark`
+//! binary calls this first thing; the timing examples call it too, so that what they measure is
+//! what the binary runs.
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub fn keep_freed_memory() {
@@ -12,7 +14,8 @@ pub fn keep_freed_memory() {
     }
     const M_TRIM_THRESHOLD: i32 = -1;
     const M_MMAP_MAX: i32 = -4;
-    // SAFETY: mallopt only changes allocator tuning parameters; called before any threads start.
+    // SAFETY: mallopt only changes allocator tuning parameters; callers call it before starting
+    // threads.
     unsafe {
         mallopt(M_MMAP_MAX, 0);
         mallopt(M_TRIM_THRESHOLD, i32::MAX);
