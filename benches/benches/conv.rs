@@ -11,6 +11,8 @@ fn randn(shape: &[usize], seed: u64) -> Tensor {
 }
 
 fn bench_conv(c: &mut Criterion) {
+    // Freed memory stays in the process, as in the `spark` binary (no page faults per call).
+    spark_engine::cpu::malloc::keep_freed_memory();
     let cases: [(&str, [usize; 4], [usize; 4], Conv2dParams); 5] = [
         ("conv3x3_64-64_56x56", [8, 64, 56, 56], [64, 64, 3, 3], Conv2dParams::new(1, 1)),
         ("conv3x3_256-256_14x14", [8, 256, 14, 14], [256, 256, 3, 3], Conv2dParams::new(1, 1)),

@@ -8,6 +8,8 @@ use spark_engine::cpu::gemm::{available_paths, gemm, gemm_with_path, MatRef};
 use spark_engine::{bf16_native, MatmulPrecision, Rng};
 
 fn bench_gemm(c: &mut Criterion) {
+    // Freed memory stays in the process, as in the `spark` binary (no page faults per call).
+    spark_engine::cpu::malloc::keep_freed_memory();
     let mut rng = Rng::new(1);
     let mut group = c.benchmark_group("sgemm");
     group.sample_size(10);

@@ -18,6 +18,8 @@ const BATCH: usize = 8;
 const RATIOS: [f64; 4] = [0.0, 0.3, 0.6, 0.9];
 
 fn bench_sparse(c: &mut Criterion) {
+    // Freed memory stays in the process, as in the `spark` binary (no page faults per call).
+    spark_engine::cpu::malloc::keep_freed_memory();
     let mut rng = Rng::new(7);
     let (dt, dev) = (DType::F32, Device::Cpu);
     for shape in resnet_convnext_shapes() {

@@ -28,6 +28,8 @@ fn trainer(backbone: &str, size: usize, mode: EncoderMode, precision: MatmulPrec
 }
 
 fn bench_step(c: &mut Criterion) {
+    // Freed memory stays in the process, as in the `spark` binary (no page faults per call).
+    spark_engine::cpu::malloc::keep_freed_memory();
     let mut cases = vec![("resnet18", 96, 16)];
     if std::env::var("SPARK_BENCH_R50").is_ok() {
         cases.push(("resnet50", 224, 8));
