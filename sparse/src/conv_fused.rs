@@ -12,6 +12,7 @@ use crate::conv_kernels::ConvDims;
 use crate::KernelMap;
 use rayon::prelude::*;
 use spark_engine::cpu::gemm::{gemm_packed, MatRef, PackB};
+use spark_engine::cpu::partials::sum_of_partials;
 use spark_engine::cpu::scratch::with_scratch;
 use spark_engine::cpu::transpose::transpose;
 
@@ -217,7 +218,6 @@ pub fn grad_weight(x: &[f32], dy: &[f32], map: &KernelMap, d: ConvDims) -> Vec<f
     let len = cog * kv * cig;
     let per_task = n_out.div_ceil(rayon::current_num_threads()).max(MIN_SITES_PER_WEIGHT_TASK);
     let tasks = n_out.div_ceil(per_task);
-    let mut single = Vec::new();
     for g in 0..d.groups {
         let b = GatherT { src: x, ld: d.cin, off: g * cig, width: cig, table: map.neighbours(), kv };
         // `out [cog, kv*cig] = dY[r0..r0+n]^T · G[r0..r0+n]` over the site range of task `t`.
@@ -227,26 +227,7 @@ pub fn grad_weight(x: &[f32], dy: &[f32], map: &KernelMap, d: ConvDims) -> Vec<f
             let sub = GatherRows(GatherT { table: &b.table[r0 * kv..(r0 + n) * kv], ..b });
             gemm_packed((cog, kv * cig, n), &a, &sub, out, kv * cig, false);
         };
-        let summed;
-        let part: &[f32] = if tasks <= 1 {
-            single.resize(len, 0.0);
-            partial(0, &mut single);
-            &single
-        } else {
-            summed = (0..tasks)
-                .into_par_iter()
-                .map(|t| {
-                    let mut p = vec![0.0f32; len];
-                    partial(t, &mut p);
-                    p
-                })
-                .reduce_with(|mut acc, p| {
-                    acc.iter_mut().zip(&p).for_each(|(a, &v)| *a += v);
-                    acc
-                })
-                .unwrap_or_default();
-            &summed
-        };
+        let part = sum_of_partials(tasks, len, partial);
         // [co][k][ci] -> [co][ci][k]: contiguous reads, one co block (kv*cig floats) at a time.
         for co in 0..cog {
             let dst = &mut dw[(g * cog + co) * cig * kv..][..cig * kv];

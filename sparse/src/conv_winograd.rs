@@ -18,6 +18,7 @@ use rayon::prelude::*;
 use spark_engine::cpu::conv_implicit::flip_transpose_weight;
 use spark_engine::cpu::conv_winograd::{output_rows, transform_weight, weight_grad_from_components};
 use spark_engine::cpu::gemm::{gemm, MatRef};
+use spark_engine::cpu::partials::sum_of_partials;
 use spark_engine::cpu::scratch::with_scratch;
 use spark_engine::cpu::SyncPtr;
 
@@ -204,35 +205,26 @@ pub fn grad_weight(x: &[f32], dy: &[f32], tiles: &WinogradTiles, cin: usize, cou
     let per_block = tiles_per_block(tiles.n, cin, cout);
     let blocks = tiles.n.div_ceil(per_block);
     let per_range = blocks.div_ceil(rayon::current_num_threads().clamp(1, blocks));
-    let du = (0..blocks.div_ceil(per_range))
-        .into_par_iter()
-        .map(|ri| {
-            let mut du = vec![0.0f32; 16 * cout * cin];
-            for blk in ri * per_range..blocks.min((ri + 1) * per_range) {
-                let t0 = blk * per_block;
-                let nt = per_block.min(tiles.n - t0);
-                with_scratch(16 * nt * (cin + cout), |buf: &mut [f32]| {
-                    let (v, m) = buf.split_at_mut(16 * nt * cin);
-                    transform_input(x, &tiles.window[t0 * 16..(t0 + nt) * 16], cin, v);
-                    transform_output_grad(dy, &tiles.outputs[t0 * 4..(t0 + nt) * 4], cout, m);
-                    for xi in 0..16 {
-                        gemm(
-                            MatRef { data: &m[xi * nt * cout..], rows: cout, cols: nt, rs: 1, cs: cout },
-                            MatRef::new(&v[xi * nt * cin..(xi + 1) * nt * cin], nt, cin),
-                            &mut du[xi * cout * cin..(xi + 1) * cout * cin],
-                            cin,
-                            true,
-                        );
-                    }
-                });
-            }
-            du
-        })
-        .reduce_with(|mut a, b| {
-            a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-            a
-        })
-        .unwrap_or_default();
+    let du = sum_of_partials(blocks.div_ceil(per_range), 16 * cout * cin, |ri, du| {
+        for blk in ri * per_range..blocks.min((ri + 1) * per_range) {
+            let t0 = blk * per_block;
+            let nt = per_block.min(tiles.n - t0);
+            with_scratch(16 * nt * (cin + cout), |buf: &mut [f32]| {
+                let (v, m) = buf.split_at_mut(16 * nt * cin);
+                transform_input(x, &tiles.window[t0 * 16..(t0 + nt) * 16], cin, v);
+                transform_output_grad(dy, &tiles.outputs[t0 * 4..(t0 + nt) * 4], cout, m);
+                for xi in 0..16 {
+                    gemm(
+                        MatRef { data: &m[xi * nt * cout..], rows: cout, cols: nt, rs: 1, cs: cout },
+                        MatRef::new(&v[xi * nt * cin..(xi + 1) * nt * cin], nt, cin),
+                        &mut du[xi * cout * cin..(xi + 1) * cout * cin],
+                        cin,
+                        true,
+                    );
+                }
+            });
+        }
+    });
     weight_grad_from_components(&du, cout, cin, &mut gw);
     gw
 }

@@ -10,6 +10,7 @@
 
 use super::conv::ConvGeom;
 use super::gemm::{gemm, MatRef};
+use super::partials::sum_of_partials;
 use super::scratch::with_scratch;
 use super::SyncPtr;
 use rayon::prelude::*;
@@ -220,32 +221,23 @@ pub fn backward_weight(x: &[f32], go: &[f32], g: &ConvGeom, gw: &mut [f32]) {
     let blocks = blocking.blocks;
     let ranges = rayon::current_num_threads().clamp(1, blocks);
     let per_range = blocks.div_ceil(ranges);
-    let du = (0..blocks.div_ceil(per_range))
-        .into_par_iter()
-        .map(|ri| {
-            let mut du = vec![0.0f32; 16 * cout * cin];
-            for b in ri * per_range..blocks.min((ri + 1) * per_range) {
-                with_block(x, g, &blocking, b, |r0, rows, v, m| {
-                    let tb = rows * tw;
-                    transform_output_grad(go, g, r0, rows, tb, m);
-                    for xi in 0..16 {
-                        gemm(
-                            MatRef::new(&m[xi * cout * tb..(xi + 1) * cout * tb], cout, tb),
-                            MatRef::new(&v[xi * cin * tb..(xi + 1) * cin * tb], cin, tb).t(),
-                            &mut du[xi * cout * cin..(xi + 1) * cout * cin],
-                            cin,
-                            true,
-                        );
-                    }
-                });
-            }
-            du
-        })
-        .reduce_with(|mut a, b| {
-            a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-            a
-        })
-        .unwrap_or_else(|| vec![0.0f32; 16 * cout * cin]);
+    let du = sum_of_partials(blocks.div_ceil(per_range), 16 * cout * cin, |ri, du| {
+        for b in ri * per_range..blocks.min((ri + 1) * per_range) {
+            with_block(x, g, &blocking, b, |r0, rows, v, m| {
+                let tb = rows * tw;
+                transform_output_grad(go, g, r0, rows, tb, m);
+                for xi in 0..16 {
+                    gemm(
+                        MatRef::new(&m[xi * cout * tb..(xi + 1) * cout * tb], cout, tb),
+                        MatRef::new(&v[xi * cin * tb..(xi + 1) * cin * tb], cin, tb).t(),
+                        &mut du[xi * cout * cin..(xi + 1) * cout * cin],
+                        cin,
+                        true,
+                    );
+                }
+            });
+        }
+    });
     weight_grad_from_components(&du, cout, cin, gw);
 }
 

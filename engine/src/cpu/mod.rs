@@ -8,6 +8,7 @@ pub mod conv_winograd;
 pub mod gemm;
 pub(crate) mod isa;
 pub mod malloc;
+pub mod partials;
 pub mod pool;
 pub mod scratch;
 mod sync_ptr;
