@@ -76,8 +76,3 @@ impl Drop for PrecisionScope {
         set_matmul_precision(self.previous);
     }
 }
-
-/// Whether this CPU multiplies bf16 natively (AVX512-BF16), i.e. whether `Bf16` is faster here.
-pub fn bf16_native() -> bool {
-    crate::cpu::gemm::bf16_native()
-}

@@ -8,35 +8,22 @@
 
 use half::bf16;
 
-/// Rounds to bf16 (nearest, ties to even; NaN stays NaN) and back: the value a bf16 product sees.
-#[inline]
-pub(crate) fn round_bf16(x: f32) -> f32 {
-    bf16::from_f32(x).to_f32()
-}
-
-/// Rounds a packed f32 panel in place: the fallback on CPUs without AVX512-BF16, which then
-/// multiplies the rounded values with the f32 kernel.
+/// Rounds a packed f32 panel in place to the values a bf16 product sees (nearest, ties to even;
+/// NaN stays NaN): the fallback on CPUs without AVX512-BF16, which then multiplies the rounded
+/// values with the f32 kernel.
 pub(crate) fn round_in_place(panel: &mut [f32]) {
-    panel.iter_mut().for_each(|v| *v = round_bf16(*v));
+    panel.iter_mut().for_each(|v| *v = bf16::from_f32(*v).to_f32());
 }
 
 /// Converts a packed f32 panel (`kc` depths of `width` values) into `kc.div_ceil(2) * width`
-/// bf16 pair words.
+/// bf16 pair words. Only the native kernel reads pairs, so only CPUs with AVX512-BF16 get here.
 pub(crate) fn to_pairs(src: &[f32], width: usize, kc: usize, dst: &mut [u32]) {
-    debug_assert!(src.len() >= kc * width && dst.len() >= kc.div_ceil(2) * width);
+    assert!(src.len() >= kc * width && dst.len() >= kc.div_ceil(2) * width, "to_pairs: panel sizes");
+    assert!(super::bf16_native(), "to_pairs: bf16 pairs need AVX512-BF16");
     #[cfg(target_arch = "x86_64")]
-    if super::bf16_native() {
-        // SAFETY: the CPU has AVX512-BF16/BW (checked); sizes checked above.
-        unsafe { avx512::to_pairs(src, width, kc, dst) };
-        return;
-    }
-    for (p, words) in dst.chunks_exact_mut(width).take(kc.div_ceil(2)).enumerate() {
-        let lo = &src[2 * p * width..][..width];
-        let hi = if 2 * p + 1 < kc { Some(&src[(2 * p + 1) * width..][..width]) } else { None };
-        for (j, w) in words.iter_mut().enumerate() {
-            let h = hi.map_or(0, |h| bf16::from_f32(h[j]).to_bits() as u32);
-            *w = bf16::from_f32(lo[j]).to_bits() as u32 | h << 16;
-        }
+    // SAFETY: the CPU has AVX512-BF16/BW (asserted); sizes asserted above.
+    unsafe {
+        avx512::to_pairs(src, width, kc, dst)
     }
 }
 

@@ -85,7 +85,8 @@ pub fn gemm_packed<A: PackA + ?Sized, B: PackB + ?Sized>(
     driver::gemm_f32(&spec(default_path()), matmul_precision(), (m, n, k), a, b, c, ldc, accumulate);
 }
 
-/// Whether this CPU has the bf16 microkernel (AVX512-BF16 with the AVX-512 path), checked once.
+/// Whether this CPU has the bf16 microkernel (AVX512-BF16 with the AVX-512 path), i.e. whether
+/// `MatmulPrecision::Bf16` is faster here; checked once.
 pub fn bf16_native() -> bool {
     static NATIVE: OnceLock<bool> = OnceLock::new();
     *NATIVE.get_or_init(|| {
