@@ -7,16 +7,19 @@ use std::fmt;
 pub enum Device {
     #[default]
     Cpu,
-    /// A CUDA device by ordinal. The backend arrives with the `cuda` feature.
+    /// A CUDA device by ordinal (see `crate::cuda`).
     Cuda(usize),
 }
 
 impl Device {
-    /// Parses `cpu`, `cuda` or `cuda:N`.
+    /// Parses `cpu`, `cuda`, `cuda:N`, or `auto` (the first GPU when one is usable, else the CPU).
     pub fn parse(s: &str) -> crate::Result<Device> {
         let s = s.trim();
         if s == "cpu" {
             return Ok(Device::Cpu);
+        }
+        if s == "auto" {
+            return Ok(Device::auto());
         }
         if s == "cuda" {
             return Ok(Device::Cuda(0));
@@ -26,7 +29,14 @@ impl Device {
                 return Ok(Device::Cuda(i));
             }
         }
-        Err(crate::Error::Msg(format!("unknown device '{s}': expected cpu, cuda or cuda:N")))
+        Err(crate::Error::Msg(format!("unknown device '{s}': expected cpu, cuda, cuda:N or auto")))
+    }
+    /// The first CUDA device when it opens, else the CPU.
+    pub fn auto() -> Device {
+        match crate::cuda::device(0) {
+            Ok(_) => Device::Cuda(0),
+            Err(_) => Device::Cpu,
+        }
     }
     pub fn is_cpu(self) -> bool {
         self == Device::Cpu

@@ -5,6 +5,7 @@
 
 pub mod autograd;
 pub mod cpu;
+pub mod cuda;
 mod device;
 mod dtype;
 mod error;

@@ -1,6 +1,7 @@
-//! Backing memory of tensors. One variant per device; kernels are chosen by matching on it, so a
-//! second device adds a variant and its kernels without touching the ops' shape logic.
+//! Backing memory of tensors: host vectors, or device memory of the CUDA backend. Ops check the
+//! device first (`check_cpu`, or a CUDA branch), so `cpu()` is only reached on host storage.
 
+use crate::cuda::CudaStorage;
 use crate::{DType, Device};
 use half::{bf16, f16};
 
@@ -46,28 +47,42 @@ impl CpuStorage {
 #[derive(Debug)]
 pub enum Storage {
     Cpu(CpuStorage),
-    // A `Cuda(CudaStorage)` variant joins here with the `cuda` feature.
+    Cuda(CudaStorage),
 }
+
+const HOST_ONLY: &str = "host storage asked of a tensor on a CUDA device: the op must check the device first";
 
 impl Storage {
     pub fn device(&self) -> Device {
         match self {
             Storage::Cpu(_) => Device::Cpu,
+            Storage::Cuda(s) => Device::Cuda(s.device().ordinal()),
         }
     }
     pub fn dtype(&self) -> DType {
         match self {
             Storage::Cpu(s) => s.dtype(),
+            Storage::Cuda(s) => s.dtype(),
         }
     }
+    /// The host storage. Callers have checked that the tensor is on the CPU.
     pub fn cpu(&self) -> &CpuStorage {
         match self {
             Storage::Cpu(s) => s,
+            Storage::Cuda(_) => panic!("{HOST_ONLY}"),
         }
     }
     pub fn cpu_mut(&mut self) -> &mut CpuStorage {
         match self {
             Storage::Cpu(s) => s,
+            Storage::Cuda(_) => panic!("{HOST_ONLY}"),
+        }
+    }
+    /// The device storage, or an error naming `op` for a host tensor.
+    pub fn cuda(&self, op: &'static str) -> crate::Result<&CudaStorage> {
+        match self {
+            Storage::Cuda(s) => Ok(s),
+            Storage::Cpu(_) => Err(crate::Error::Msg(format!("{op}: expected a tensor on a CUDA device"))),
         }
     }
 }

@@ -140,7 +140,9 @@ impl Tensor {
         Self::full(1.0, shape, dtype, device)
     }
     pub fn full(value: f64, shape: &[usize], dtype: DType, device: Device) -> Result<Tensor> {
-        check_cpu(device, "full")?;
+        if let Device::Cuda(i) = device {
+            return crate::cuda::tensor::full(value, shape, dtype, i);
+        }
         let n = numel(shape);
         let cpu = match dtype {
             DType::F32 => CpuStorage::F32(vec![value as f32; n]),
@@ -287,6 +289,9 @@ impl Tensor {
 
     /// The elements in row-major order as a vector of `T` (which must be the tensor's dtype).
     pub fn to_vec<T: Float>(&self) -> Result<Vec<T>> {
+        if !self.device().is_cpu() {
+            return self.detach().to_device(Device::Cpu)?.to_vec();
+        }
         self.with_slice(|s: &[T]| s.to_vec())
     }
     /// Any dtype, converted to f64 (for tests and reports).
@@ -346,7 +351,10 @@ impl Tensor {
         if dtype == self.dtype() {
             return Ok(self.clone());
         }
-        check_cpu(self.device(), "to_dtype")?;
+        if !self.device().is_cpu() {
+            let out = crate::cuda::tensor::cast(self, dtype)?;
+            return Ok(out.attach_op(vec![self.clone()], CastOp { from: self.dtype() }));
+        }
         let src = self.contiguous()?;
         let guard = src.storage();
         let l = src.layout();
@@ -366,15 +374,13 @@ impl Tensor {
         Ok(Tensor::from_op(Storage::Cpu(out), self.dims(), vec![self.clone()], CastOp { from: self.dtype() }))
     }
 
-    /// Moves to a device. Only the CPU exists without the `cuda` feature.
+    /// Copies to `device` (differentiable: the gradient moves back). A CUDA device that cannot
+    /// be used is `Error::DeviceUnavailable`.
     pub fn to_device(&self, device: Device) -> Result<Tensor> {
         if device == self.device() {
             return Ok(self.clone());
         }
-        Err(Error::DeviceUnavailable {
-            device,
-            msg: "this build has no CUDA backend (enable the `cuda` feature)".into(),
-        })
+        crate::cuda::tensor::to_device(self, device)
     }
 
     /// A row-major copy unless already contiguous (differentiable).
@@ -382,7 +388,10 @@ impl Tensor {
         if self.is_contiguous() {
             return Ok(self.clone());
         }
-        check_cpu(self.device(), "contiguous")?;
+        if !self.device().is_cpu() {
+            let out = crate::cuda::tensor::contiguous(self)?;
+            return Ok(out.attach_op(vec![self.clone()], IdentityOp));
+        }
         let guard = self.storage();
         let l = self.layout();
         let cpu = match guard.cpu() {

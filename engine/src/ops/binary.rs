@@ -3,7 +3,6 @@
 use crate::autograd::Op;
 use crate::layout::{broadcast_shape, Layout};
 use crate::storage::Storage;
-use crate::tensor::check_cpu;
 use crate::{with_float, Error, Float, Result, Tensor};
 use rayon::prelude::*;
 
@@ -29,6 +28,17 @@ impl BinKind {
             BinKind::Div => "div",
             BinKind::Max => "maximum",
             BinKind::Min => "minimum",
+        }
+    }
+    fn cuda(self) -> crate::cuda::Binary {
+        use crate::cuda::Binary;
+        match self {
+            BinKind::Add => Binary::Add,
+            BinKind::Sub => Binary::Sub,
+            BinKind::Mul => Binary::Mul,
+            BinKind::Div => Binary::Div,
+            BinKind::Max => Binary::Max,
+            BinKind::Min => Binary::Min,
         }
     }
     #[inline(always)]
@@ -179,10 +189,14 @@ pub(crate) fn binary(kind: BinKind, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if a.dtype() != b.dtype() {
         return Err(Error::DTypeMismatch { op, lhs: a.dtype(), rhs: b.dtype() });
     }
-    check_cpu(a.device(), op)?;
     let shape = broadcast_shape(op, a.dims(), b.dims())?;
     let la = a.layout().expand(&shape)?;
     let lb = b.layout().expand(&shape)?;
+    if !a.device().is_cpu() {
+        let (dims, sa, sb) = coalesce(&la.shape, &la.strides, &lb.strides);
+        let out = crate::cuda::ops::binary(kind.cuda(), op, a, b, (&la, &lb), (&dims, &sa, &sb), &shape)?;
+        return Ok(out.attach_op(vec![a.clone(), b.clone()], BinaryOp { kind }));
+    }
     // One read guard when both operands share storage (`x * x`): taking the same RwLock twice
     // can deadlock if a writer queues in between.
     let guard_a = a.storage();
@@ -250,6 +264,11 @@ impl Tensor {
 }
 
 fn compare(a: &Tensor, b: &Tensor, op: &'static str, f: fn(f64, f64) -> bool) -> Result<Tensor> {
+    if !a.device().is_cpu() {
+        // No comparison kernel yet: compare on the host and move the mask back.
+        let host = compare(&a.to_device(crate::Device::Cpu)?, &b.to_device(crate::Device::Cpu)?, op, f)?;
+        return host.to_device(a.device());
+    }
     let shape = broadcast_shape(op, a.dims(), b.dims())?;
     let (a, b) = (a.detach().expand(&shape)?, b.detach().to_dtype(a.dtype())?.expand(&shape)?);
     with_float!(a.dtype(), op, |T| {

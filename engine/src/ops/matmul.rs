@@ -3,7 +3,6 @@
 use crate::autograd::Op;
 use crate::cpu::gemm::{gemm, MatRef};
 use crate::layout::broadcast_shape;
-use crate::tensor::check_cpu;
 use crate::{shape_err, with_float, Error, Result, Tensor};
 
 struct MatmulOp;
@@ -33,13 +32,16 @@ impl Tensor {
         if a.device() != b.device() {
             return Err(Error::DeviceMismatch { op: "matmul", lhs: a.device(), rhs: b.device() });
         }
-        check_cpu(a.device(), "matmul")?;
         let (m, k) = (a.dims()[a.rank() - 2], a.dims()[a.rank() - 1]);
         let (k2, n) = (b.dims()[b.rank() - 2], b.dims()[b.rank() - 1]);
         if k != k2 {
             return shape_err("matmul", format!("inner dims differ: {:?} x {:?}", a.dims(), b.dims()));
         }
         let batch = broadcast_shape("matmul", &a.dims()[..a.rank() - 2], &b.dims()[..b.rank() - 2])?;
+        if !a.device().is_cpu() {
+            let out = crate::cuda::ops::matmul(a, b, &batch, m, k, n)?;
+            return Ok(out.attach_op(vec![a.clone(), b.clone()], MatmulOp));
+        }
         let nb: usize = batch.iter().product();
         let expand = |t: &Tensor, r: usize, c: usize| -> Result<Tensor> {
             let mut s = batch.clone();

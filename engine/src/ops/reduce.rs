@@ -98,6 +98,10 @@ impl Tensor {
     /// Sum over `dims` (negative dims count from the end).
     pub fn sum(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
         let p = plan(self, dims, keepdim, "sum")?;
+        if !self.device().is_cpu() {
+            let out = crate::cuda::ops::reduce_rows(&p.rows, p.outer, p.inner, false, &p.out_shape)?;
+            return Ok(out.attach_op(vec![self.clone()], SumOp { keep_shape: p.keep_shape, scale: 1.0 }));
+        }
         let out = with_float!(self.dtype(), "sum", |T| reduce_rows::<T>(&p, sum_row)
             .map(|v| Tensor::from_vec(v, &p.out_shape)))??;
         Ok(out.attach_op(vec![self.clone()], SumOp { keep_shape: p.keep_shape, scale: 1.0 }))
@@ -106,6 +110,11 @@ impl Tensor {
     pub fn mean(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
         let p = plan(self, dims, keepdim, "mean")?;
         let n = p.inner;
+        if !self.device().is_cpu() {
+            let sum = crate::cuda::ops::reduce_rows(&p.rows, p.outer, p.inner, false, &p.out_shape)?;
+            let out = crate::cuda::ops::unary(&sum, None, Some((1.0 / n as f64, 0.0)), "mean")?;
+            return Ok(out.attach_op(vec![self.clone()], SumOp { keep_shape: p.keep_shape, scale: 1.0 / n as f64 }));
+        }
         let out = with_float!(self.dtype(), "mean", |T| reduce_rows::<T>(&p, |r| T::from_f64(
             sum_row::<T>(r).to_f64() / n as f64
         ))
@@ -117,6 +126,10 @@ impl Tensor {
         let p = plan(self, dims, keepdim, "max")?;
         if p.inner == 0 {
             return shape_err("max", format!("max over an empty dimension of {:?}", self.dims()));
+        }
+        if !self.device().is_cpu() {
+            let out = crate::cuda::ops::reduce_rows(&p.rows, p.outer, p.inner, true, &p.out_shape)?;
+            return Ok(out.attach_op(vec![self.clone()], MaxOp { keep_shape: p.keep_shape }));
         }
         let out = with_float!(self.dtype(), "max", |T| reduce_rows::<T>(&p, |r| r
             .iter()

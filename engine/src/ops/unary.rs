@@ -4,7 +4,6 @@
 use crate::autograd::Op;
 use crate::ops::binary::PAR_THRESHOLD;
 use crate::storage::Storage;
-use crate::tensor::check_cpu;
 use crate::{with_float, Float, Result, Tensor};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -47,6 +46,25 @@ impl UnaryKind {
             UnaryKind::Sigmoid => "sigmoid",
             UnaryKind::Tanh => "tanh",
         }
+    }
+
+    /// The CUDA kernel of this kind, if it has one.
+    fn cuda(self) -> Option<crate::cuda::Unary> {
+        use crate::cuda::Unary;
+        Some(match self {
+            UnaryKind::Exp => Unary::Exp,
+            UnaryKind::Log => Unary::Log,
+            UnaryKind::Sqrt => Unary::Sqrt,
+            UnaryKind::Rsqrt => Unary::Rsqrt,
+            UnaryKind::Abs => Unary::Abs,
+            UnaryKind::Relu => Unary::Relu,
+            UnaryKind::Relu6 => Unary::Relu6,
+            UnaryKind::Gelu => Unary::Gelu,
+            UnaryKind::Sigmoid => Unary::Sigmoid,
+            UnaryKind::Tanh => Unary::Tanh,
+            UnaryKind::Pow(p) if p == 2.0 => Unary::Sqr,
+            UnaryKind::Affine(..) | UnaryKind::Pow(_) | UnaryKind::Clamp(..) => return None,
+        })
     }
 
     #[inline(always)]
@@ -261,6 +279,9 @@ impl Op for UnaryOp {
     }
     fn backward(&self, inputs: &[Tensor], out: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let x = &inputs[0];
+        if !x.device().is_cpu() {
+            return Ok(vec![Some(cuda_backward(self.kind, x, out, g)?)]);
+        }
         let grad = with_float!(x.dtype(), self.kind.name(), |T| {
             let v: Vec<T> = x.with_slice(|xs: &[T]| {
                 out.with_slice(|ys: &[T]| {
@@ -282,8 +303,32 @@ impl Op for UnaryOp {
     }
 }
 
+/// `g * f'(x)` on a CUDA device: a fused kernel for the activations, tensor ops for the rest.
+fn cuda_backward(kind: UnaryKind, x: &Tensor, y: &Tensor, g: &Tensor) -> Result<Tensor> {
+    use crate::cuda::Unary;
+    let (x, y, g) = (x.detach(), y.detach(), g.detach());
+    match kind {
+        UnaryKind::Affine(a, _) => g.mul_scalar(a),
+        UnaryKind::Exp => g.mul(&y),
+        UnaryKind::Log => g.div(&x),
+        UnaryKind::Sqrt => g.div(&y)?.mul_scalar(0.5),
+        UnaryKind::Rsqrt => g.mul(&y.sqr()?.mul(&y)?)?.mul_scalar(-0.5),
+        UnaryKind::Pow(p) if p == 2.0 => g.mul(&x)?.mul_scalar(2.0),
+        UnaryKind::Relu => crate::cuda::ops::unary_backward(Unary::Relu, &x, &g),
+        UnaryKind::Relu6 => crate::cuda::ops::unary_backward(Unary::Relu6, &x, &g),
+        UnaryKind::Gelu => crate::cuda::ops::unary_backward(Unary::Gelu, &x, &g),
+        UnaryKind::Sigmoid => crate::cuda::ops::unary_backward(Unary::Sigmoid, &x, &g),
+        UnaryKind::Tanh => crate::cuda::ops::unary_backward(Unary::Tanh, &x, &g),
+        k => Err(crate::Error::Msg(format!("{} backward has no CUDA kernel yet", k.name()))),
+    }
+}
+
 pub(crate) fn unary(kind: UnaryKind, x: &Tensor) -> Result<Tensor> {
-    check_cpu(x.device(), kind.name())?;
+    if !x.device().is_cpu() {
+        let affine = if let UnaryKind::Affine(a, b) = kind { Some((a, b)) } else { None };
+        let out = crate::cuda::ops::unary(x, kind.cuda(), affine, kind.name())?;
+        return Ok(out.attach_op(vec![x.clone()], UnaryOp { kind }));
+    }
     let out = with_float!(x.dtype(), kind.name(), |T| {
         x.with_slice(|s: &[T]| {
             let v = match kind {

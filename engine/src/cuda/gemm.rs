@@ -1,0 +1,135 @@
+//! Wrappers of `kernels/gemm_f32.cu` (SGEMM) and `kernels/gemm_bf16.cu` (tensor cores, f32
+//! accumulation): batched, row-major, either operand transposed.
+
+use super::compile::{GEMM_BF16, GEMM_F32};
+use super::launch::int;
+use super::CudaDevice;
+use crate::{Error, Result};
+use cudarc::driver::{CudaSlice, LaunchConfig};
+
+/// Output tile of one block of both GEMM kernels (256 threads each).
+const TILE: usize = 128;
+
+/// One (batched) product `C = alpha * op(A) * op(B) + beta * C`, row-major. `op(A)` is
+/// `[m, k]` (stored `[k, m]` when `trans_a`), `op(B)` is `[k, n]` (stored `[n, k]` when
+/// `trans_b`); matrix `i` of a batch starts `i * stride_*` elements in.
+#[derive(Clone, Copy, Debug)]
+pub struct GemmShape {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub trans_a: bool,
+    pub trans_b: bool,
+    pub lda: usize,
+    pub ldb: usize,
+    pub ldc: usize,
+    pub stride_a: usize,
+    pub stride_b: usize,
+    pub stride_c: usize,
+    pub batch: usize,
+}
+
+impl GemmShape {
+    /// A single product of contiguous row-major matrices.
+    pub fn plain(m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) -> GemmShape {
+        GemmShape {
+            m,
+            n,
+            k,
+            trans_a,
+            trans_b,
+            lda: if trans_a { m } else { k },
+            ldb: if trans_b { k } else { n },
+            ldc: n,
+            stride_a: m * k,
+            stride_b: k * n,
+            stride_c: m * n,
+            batch: 1,
+        }
+    }
+
+    /// Elements each operand must hold.
+    fn extents(&self) -> (usize, usize, usize) {
+        let last = |stride: usize, rows: usize, ld: usize, cols: usize| {
+            if rows == 0 || cols == 0 {
+                0
+            } else {
+                (self.batch - 1) * stride + (rows - 1) * ld + cols
+            }
+        };
+        let (ar, ac) = if self.trans_a { (self.k, self.m) } else { (self.m, self.k) };
+        let (br, bc) = if self.trans_b { (self.n, self.k) } else { (self.k, self.n) };
+        (last(self.stride_a, ar, self.lda, ac), last(self.stride_b, br, self.ldb, bc), last(self.stride_c, self.m, self.ldc, self.n))
+    }
+
+    fn launch_config(&self) -> Result<LaunchConfig> {
+        if self.batch > 65535 {
+            return Err(Error::Msg(format!("cuda gemm: batch {} exceeds 65535", self.batch)));
+        }
+        Ok(LaunchConfig {
+            grid_dim: (self.n.div_ceil(TILE) as u32, self.m.div_ceil(TILE) as u32, self.batch as u32),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        })
+    }
+
+    fn check(&self, a: usize, b: usize, c: usize) -> Result<()> {
+        let (ea, eb, ec) = self.extents();
+        if a < ea || b < eb || c < ec {
+            return Err(Error::Msg(format!(
+                "cuda gemm {self:?}: buffers of {a}/{b}/{c} elements, needs {ea}/{eb}/{ec}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl CudaDevice {
+    /// f32 GEMM on the CUDA cores.
+    pub fn gemm_f32(&self, s: &GemmShape, alpha: f32, a: &CudaSlice<f32>, b: &CudaSlice<f32>, beta: f32, c: &mut CudaSlice<f32>) -> Result<()> {
+        s.check(a.len(), b.len(), c.len())?;
+        if s.m == 0 || s.n == 0 || s.batch == 0 {
+            return Ok(());
+        }
+        let (m, n, k) = (int(s.m, "gemm")?, int(s.n, "gemm")?, int(s.k, "gemm")?);
+        let (lda, ldb, ldc) = (int(s.lda, "gemm")?, int(s.ldb, "gemm")?, int(s.ldc, "gemm")?);
+        let (sa, sb, sc) = (s.stride_a as i64, s.stride_b as i64, s.stride_c as i64);
+        let cfg = s.launch_config()?;
+        macro_rules! go {
+            ($name:literal) => {
+                super::launch::launch!(self, GEMM_F32, $name, cfg, &m, &n, &k, &alpha, a, &lda, &sa, b, &ldb, &sb, &beta, c, &ldc, &sc)
+            };
+        }
+        match (s.trans_a, s.trans_b) {
+            (false, false) => go!("gemm_f32_nn"),
+            (false, true) => go!("gemm_f32_nt"),
+            (true, false) => go!("gemm_f32_tn"),
+            (true, true) => go!("gemm_f32_tt"),
+        }
+        Ok(())
+    }
+
+    /// bf16 x bf16 -> f32 GEMM on the tensor cores (operands are bf16 bit patterns).
+    pub fn gemm_bf16(&self, s: &GemmShape, alpha: f32, a: &CudaSlice<u16>, b: &CudaSlice<u16>, beta: f32, c: &mut CudaSlice<f32>) -> Result<()> {
+        s.check(a.len(), b.len(), c.len())?;
+        if s.m == 0 || s.n == 0 || s.batch == 0 {
+            return Ok(());
+        }
+        let (m, n, k) = (int(s.m, "gemm")?, int(s.n, "gemm")?, int(s.k, "gemm")?);
+        let (lda, ldb, ldc) = (int(s.lda, "gemm")?, int(s.ldb, "gemm")?, int(s.ldc, "gemm")?);
+        let (sa, sb, sc) = (s.stride_a as i64, s.stride_b as i64, s.stride_c as i64);
+        let cfg = s.launch_config()?;
+        macro_rules! go {
+            ($name:literal) => {
+                super::launch::launch!(self, GEMM_BF16, $name, cfg, &m, &n, &k, &alpha, a, &lda, &sa, b, &ldb, &sb, &beta, c, &ldc, &sc)
+            };
+        }
+        match (s.trans_a, s.trans_b) {
+            (false, false) => go!("gemm_bf16_nn"),
+            (false, true) => go!("gemm_bf16_nt"),
+            (true, false) => go!("gemm_bf16_tn"),
+            (true, true) => go!("gemm_bf16_tt"),
+        }
+        Ok(())
+    }
+}

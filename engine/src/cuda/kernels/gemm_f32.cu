@@ -1,0 +1,267 @@
+// gemm_f32.cu — batched f32 SGEMM on CUDA cores, all matrices row-major.
+//
+// Self-contained for NVRTC (no #include). Entry points (unmangled, extern "C"):
+//   gemm_f32_nn, gemm_f32_nt, gemm_f32_tn, gemm_f32_tt
+//
+// Every entry point has the parameter list
+//   (int M, int N, int K, float alpha,
+//    const float* A, int lda, long long strideA,
+//    const float* B, int ldb, long long strideB,
+//    float beta, float* C, int ldc, long long strideC)
+// and computes, for batch b = blockIdx.z (A_b = A + b*strideA, likewise B, C):
+//   C_b[m*ldc + n] = alpha * sum_k A_b(m,k) * B_b(k,n) + beta * C_b[m*ldc + n]
+//   A(m,k) = A[m*lda + k] (first letter n) or A[k*lda + m] (first letter t)
+//   B(k,n) = B[k*ldb + n] (second letter n) or B[n*ldb + k] (second letter t)
+// When beta == 0, C is never read (it may hold NaN). K == 0 gives C = beta*C (0 if beta == 0).
+// Any M, N >= 1, K >= 0, any leading dimensions, 4-byte aligned pointers suffice: float4 global
+// loads/stores are used only where a block-uniform run-time check (ld % 4 == 0 and the batch
+// pointer 16-byte aligned) allows, and only for 4-element groups fully inside the matrix.
+//
+// Launch geometry (fixed): blockDim = (256,1,1), gridDim = (ceil(N/128), ceil(M/128), batch),
+// static shared memory 2 stages x (A + B) x 8 x 132 floats = 16,896 bytes.
+//
+// Design: 128x128 block tile, K-step 8. Each thread owns an 8x8 register block made of four
+// 4x4 quads: rows {r0..r0+3, r0+64..r0+67}, cols {c0..c0+3, c0+64..c0+67}, with
+//   warp = tid/32 (4 along M x 2 along N), lane = tid%32 (4 along M x 8 along N),
+//   r0 = (warp>>1)*16 + (lane>>3)*4, c0 = (warp&1)*32 + (lane&7)*4.
+// Shared tiles are stored k-major (S[k][mn], row pitch 132 floats) so one float4 load reads
+// 4 consecutive rows (A) or cols (B). The next K tile is prefetched from global memory into
+// registers while the current shared stage is consumed, then written into the other stage
+// (double buffering, one __syncthreads per K tile).
+
+#define GF_BM 128
+#define GF_BN 128
+#define GF_BK 8
+#define GF_PITCH 132                    // 128 + 4 floats: conflict-free transposing stores
+#define GF_LOADS (GF_BK / 8)            // 4-float load units per thread per operand per tile
+
+#ifndef GEMM_HOST_EMULATION
+// Global-memory accessors (read-only path for A and B).
+__device__ __forceinline__ float gf_ld(const float* p) { return __ldg(p); }
+__device__ __forceinline__ float4 gf_ld4(const float* p) { return __ldg(reinterpret_cast<const float4*>(p)); }
+__device__ __forceinline__ float gf_ldc(const float* p) { return *p; }
+__device__ __forceinline__ float4 gf_ldc4(const float* p) { return *reinterpret_cast<const float4*>(p); }
+#endif
+
+// Loads one unit of 4 elements of an operand tile into registers, zero outside the matrix.
+// The operand is viewed as P(mn, k) with mn in [0, mnExt) and k in [0, K):
+//   KC (k contiguous):   P(mn, k) = P[mn*ld + k];  the unit is (mn, k..k+3)
+//   !KC (mn contiguous): P(mn, k) = P[k*ld + mn];  the unit is (mn..mn+3, k)
+template <bool KC>
+__device__ __forceinline__ void gf_load_unit(const float* P, int ld, int mnExt, int K, int mn, int k,
+                                             bool vec, float (&r)[4]) {
+    if (KC) {
+        if (mn < mnExt) {
+            const float* p = P + (long long)mn * ld + k;
+            if (vec && k + 3 < K) {
+                float4 v = gf_ld4(p);
+                r[0] = v.x; r[1] = v.y; r[2] = v.z; r[3] = v.w;
+            } else {
+#pragma unroll
+                for (int i = 0; i < 4; ++i) r[i] = (k + i < K) ? gf_ld(p + i) : 0.0f;
+            }
+        } else {
+#pragma unroll
+            for (int i = 0; i < 4; ++i) r[i] = 0.0f;
+        }
+    } else {
+        if (k < K) {
+            const float* p = P + (long long)k * ld + mn;
+            if (vec && mn + 3 < mnExt) {
+                float4 v = gf_ld4(p);
+                r[0] = v.x; r[1] = v.y; r[2] = v.z; r[3] = v.w;
+            } else {
+#pragma unroll
+                for (int i = 0; i < 4; ++i) r[i] = (mn + i < mnExt) ? gf_ld(p + i) : 0.0f;
+            }
+        } else {
+#pragma unroll
+            for (int i = 0; i < 4; ++i) r[i] = 0.0f;
+        }
+    }
+}
+
+// Stores one unit into the k-major shared tile S[k][mn] (tile-local coordinates).
+template <bool KC>
+__device__ __forceinline__ void gf_store_unit(float (*S)[GF_PITCH], int mn, int k, const float (&r)[4]) {
+    if (KC) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) S[k + i][mn] = r[i];
+    } else {
+        float4 v;
+        v.x = r[0]; v.y = r[1]; v.z = r[2]; v.w = r[3];
+        *reinterpret_cast<float4*>(&S[k][mn]) = v;
+    }
+}
+
+// Tile-local coordinates of load unit u of thread tid.
+template <bool KC>
+__device__ __forceinline__ void gf_unit_coord(int tid, int u, int& mn, int& k) {
+    if (KC) { mn = tid >> 1; k = (tid & 1) * 4 + u * 8; }     // 128 rows x 2 units of 4 k
+    else    { k = (tid >> 5) + u * 8; mn = (tid & 31) * 4; }  // 8 k-rows x 32 units of 4 mn
+}
+
+template <bool AKC, bool BKC>
+__device__ __forceinline__ void gemm_f32_body(int M, int N, int K, float alpha,
+                                              const float* A, int lda, long long strideA,
+                                              const float* B, int ldb, long long strideB,
+                                              float beta, float* C, int ldc, long long strideC) {
+    __shared__ __align__(16) float As[2][GF_BK][GF_PITCH];
+    __shared__ __align__(16) float Bs[2][GF_BK][GF_PITCH];
+
+    const int tid = threadIdx.x;
+    const long long bz = blockIdx.z;
+    A += bz * strideA;
+    B += bz * strideB;
+    C += bz * strideC;
+    const int m0 = blockIdx.y * GF_BM;
+    const int n0 = blockIdx.x * GF_BN;
+
+    // Block-uniform vector-path checks.
+    const bool vecA = ((lda & 3) == 0) && ((reinterpret_cast<unsigned long long>(A) & 15ull) == 0);
+    const bool vecB = ((ldb & 3) == 0) && ((reinterpret_cast<unsigned long long>(B) & 15ull) == 0);
+    const bool vecC = ((ldc & 3) == 0) && ((reinterpret_cast<unsigned long long>(C) & 15ull) == 0);
+
+    // Operand views: A as P(m, k) shifted by m0; B as P(n, k) shifted by n0.
+    // KC pointer shift by mn0 rows: mn0*ld; !KC: mn0 columns.
+    const float* Ab = AKC ? A + (long long)m0 * lda : A + m0;
+    const float* Bb = BKC ? B + (long long)n0 * ldb : B + n0;
+    const int mExt = M - m0;   // >= 1
+    const int nExt = N - n0;   // >= 1
+
+    int amn[GF_LOADS], ak[GF_LOADS], bmn[GF_LOADS], bk[GF_LOADS];
+#pragma unroll
+    for (int u = 0; u < GF_LOADS; ++u) {
+        gf_unit_coord<AKC>(tid, u, amn[u], ak[u]);
+        gf_unit_coord<BKC>(tid, u, bmn[u], bk[u]);
+    }
+
+    const int warp = tid >> 5, lane = tid & 31;
+    const int r0 = (warp >> 1) * 16 + (lane >> 3) * 4;
+    const int c0 = (warp & 1) * 32 + (lane & 7) * 4;
+
+    float acc[8][8];
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+#pragma unroll
+        for (int j = 0; j < 8; ++j) acc[i][j] = 0.0f;
+
+    const int numK = (K + GF_BK - 1) / GF_BK;
+    float ra[GF_LOADS][4], rb[GF_LOADS][4];
+
+    if (numK > 0) {
+#pragma unroll
+        for (int u = 0; u < GF_LOADS; ++u) {
+            gf_load_unit<AKC>(Ab, lda, mExt, K, amn[u], ak[u], vecA, ra[u]);
+            gf_load_unit<BKC>(Bb, ldb, nExt, K, bmn[u], bk[u], vecB, rb[u]);
+        }
+#pragma unroll
+        for (int u = 0; u < GF_LOADS; ++u) {
+            gf_store_unit<AKC>(As[0], amn[u], ak[u], ra[u]);
+            gf_store_unit<BKC>(Bs[0], bmn[u], bk[u], rb[u]);
+        }
+        __syncthreads();
+
+        for (int kt = 0; kt < numK; ++kt) {
+            const int cur = kt & 1;
+            const bool more = (kt + 1 < numK);
+            if (more) {
+                const int kb = (kt + 1) * GF_BK;
+#pragma unroll
+                for (int u = 0; u < GF_LOADS; ++u) {
+                    gf_load_unit<AKC>(Ab, lda, mExt, K, amn[u], kb + ak[u], vecA, ra[u]);
+                    gf_load_unit<BKC>(Bb, ldb, nExt, K, bmn[u], kb + bk[u], vecB, rb[u]);
+                }
+            }
+#pragma unroll
+            for (int k = 0; k < GF_BK; ++k) {
+                const float4 a0 = *reinterpret_cast<const float4*>(&As[cur][k][r0]);
+                const float4 a1 = *reinterpret_cast<const float4*>(&As[cur][k][r0 + 64]);
+                const float4 b0 = *reinterpret_cast<const float4*>(&Bs[cur][k][c0]);
+                const float4 b1 = *reinterpret_cast<const float4*>(&Bs[cur][k][c0 + 64]);
+                const float a[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+                const float b[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
+#pragma unroll
+                for (int i = 0; i < 8; ++i)
+#pragma unroll
+                    for (int j = 0; j < 8; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+            }
+            if (more) {
+#pragma unroll
+                for (int u = 0; u < GF_LOADS; ++u) {
+                    gf_store_unit<AKC>(As[cur ^ 1], amn[u], ak[u], ra[u]);
+                    gf_store_unit<BKC>(Bs[cur ^ 1], bmn[u], bk[u], rb[u]);
+                }
+            }
+            __syncthreads();
+        }
+    }
+
+    // Epilogue: acc[i][j] is C(m0 + r0 + (i&3) + (i>>2)*64, n0 + c0 + (j&3) + (j>>2)*64).
+    const bool readC = (beta != 0.0f);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+        const int gm = m0 + r0 + (i & 3) + (i >> 2) * 64;
+        if (gm >= M) continue;
+        float* crow = C + (long long)gm * ldc;
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const int gn = n0 + c0 + h * 64;
+            float v[4];
+#pragma unroll
+            for (int j = 0; j < 4; ++j) v[j] = alpha * acc[i][h * 4 + j];
+            if (vecC && gn + 3 < N) {
+                if (readC) {
+                    const float4 o = gf_ldc4(crow + gn);
+                    v[0] = fmaf(beta, o.x, v[0]);
+                    v[1] = fmaf(beta, o.y, v[1]);
+                    v[2] = fmaf(beta, o.z, v[2]);
+                    v[3] = fmaf(beta, o.w, v[3]);
+                }
+                float4 w;
+                w.x = v[0]; w.y = v[1]; w.z = v[2]; w.w = v[3];
+                *reinterpret_cast<float4*>(crow + gn) = w;
+            } else {
+#pragma unroll
+                for (int j = 0; j < 4; ++j) {
+                    if (gn + j < N) {
+                        float* p = crow + gn + j;
+                        *p = readC ? fmaf(beta, gf_ldc(p), v[j]) : v[j];
+                    }
+                }
+            }
+        }
+    }
+}
+
+// C = alpha * A * B + beta * C;  A: M x K (row-major, lda), B: K x N (row-major, ldb), C: M x N.
+// blockDim (256,1,1), grid (ceil(N/128), ceil(M/128), batch).
+extern "C" __global__ void __launch_bounds__(256, 2)
+gemm_f32_nn(int M, int N, int K, float alpha, const float* A, int lda, long long strideA,
+            const float* B, int ldb, long long strideB, float beta, float* C, int ldc, long long strideC) {
+    gemm_f32_body<true, false>(M, N, K, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC);
+}
+
+// C = alpha * A * B^T + beta * C;  A: M x K (lda), B stored N x K (ldb), C: M x N.
+// blockDim (256,1,1), grid (ceil(N/128), ceil(M/128), batch).
+extern "C" __global__ void __launch_bounds__(256, 2)
+gemm_f32_nt(int M, int N, int K, float alpha, const float* A, int lda, long long strideA,
+            const float* B, int ldb, long long strideB, float beta, float* C, int ldc, long long strideC) {
+    gemm_f32_body<true, true>(M, N, K, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC);
+}
+
+// C = alpha * A^T * B + beta * C;  A stored K x M (lda), B: K x N (ldb), C: M x N.
+// blockDim (256,1,1), grid (ceil(N/128), ceil(M/128), batch).
+extern "C" __global__ void __launch_bounds__(256, 2)
+gemm_f32_tn(int M, int N, int K, float alpha, const float* A, int lda, long long strideA,
+            const float* B, int ldb, long long strideB, float beta, float* C, int ldc, long long strideC) {
+    gemm_f32_body<false, false>(M, N, K, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC);
+}
+
+// C = alpha * A^T * B^T + beta * C;  A stored K x M (lda), B stored N x K (ldb), C: M x N.
+// blockDim (256,1,1), grid (ceil(N/128), ceil(M/128), batch).
+extern "C" __global__ void __launch_bounds__(256, 2)
+gemm_f32_tt(int M, int N, int K, float alpha, const float* A, int lda, long long strideA,
+            const float* B, int ldb, long long strideB, float beta, float* C, int ldc, long long strideC) {
+    gemm_f32_body<false, true>(M, N, K, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC);
+}

@@ -1,0 +1,111 @@
+//! CUDA forms of the engine's tensor ops. Each function takes the op's checked operands and
+//! returns the output tensor; `ops/*.rs` keeps the shape logic and autograd and calls these
+//! when the operands live on a CUDA device.
+
+use super::elementwise::{Bcast, Binary, Unary, MAX_DIMS};
+use super::launch::int;
+use super::tensor::{device_of, from_f32, with_f32};
+use super::GemmShape;
+use crate::layout::Layout;
+use crate::{DType, Error, Result, Tensor};
+
+fn f32_only(t: &Tensor, op: &'static str) -> Result<()> {
+    if t.dtype() != DType::F32 {
+        return Err(Error::UnsupportedDType { op, dtype: t.dtype() });
+    }
+    Ok(())
+}
+
+/// `a op b` over the broadcast `shape`, reading both operands through their expanded layouts
+/// (`dims`, `sa`, `sb`: the merged walk of `ops::binary::coalesce`).
+pub(crate) fn binary(
+    op: Binary,
+    name: &'static str,
+    a: &Tensor,
+    b: &Tensor,
+    (la, lb): (&Layout, &Layout),
+    (dims, sa, sb): (&[usize], &[usize], &[usize]),
+    shape: &[usize],
+) -> Result<Tensor> {
+    f32_only(a, name)?;
+    let dev = device_of(a)?;
+    let n: usize = shape.iter().product();
+    let guard_a = a.storage();
+    let guard_b = if a.same_storage(b) { None } else { Some(b.storage()) };
+    let ba = guard_a.cuda(name)?.as_f32(name)?;
+    let bb = match &guard_b {
+        Some(g) => g.cuda(name)?.as_f32(name)?,
+        None => ba,
+    };
+    let plain = |l: &Layout| l.is_contiguous() && l.offset == 0 && l.shape == shape;
+    let y = if plain(la) && plain(lb) {
+        dev.binary(op, ba, bb, n)?
+    } else {
+        if dims.len() > MAX_DIMS {
+            return Err(Error::Msg(format!("{name}: broadcast over {} dims is beyond the CUDA kernels' {MAX_DIMS}", dims.len())));
+        }
+        let mut s = Bcast { ndim: dims.len() as i32, oa: int(la.offset, name)?, ob: int(lb.offset, name)?, ..Default::default() };
+        for i in 0..dims.len() {
+            s.dims[i] = int(dims[i], name)?;
+            s.sa[i] = int(sa[i], name)?;
+            s.sb[i] = int(sb[i], name)?;
+        }
+        dev.binary_broadcast(op, ba, bb, s, n)?
+    };
+    Ok(from_f32(&dev, y, shape))
+}
+
+/// `f(x)` for the unary kinds with a kernel (`affine` when `affine` is given).
+pub(crate) fn unary(x: &Tensor, op: Option<Unary>, affine: Option<(f64, f64)>, name: &'static str) -> Result<Tensor> {
+    f32_only(x, name)?;
+    let n = x.numel();
+    let y = with_f32(x, name, |dev, buf| match (op, affine) {
+        (Some(u), _) => dev.unary(u, buf, n),
+        (None, Some((a, b))) => dev.affine(buf, a as f32, b as f32, n),
+        (None, None) => Err(Error::Msg(format!("{name} has no CUDA kernel yet"))),
+    })?;
+    Ok(from_f32(&device_of(x)?, y, x.dims()))
+}
+
+/// `g * f'(x)` for the activations with a fused gradient kernel.
+pub(crate) fn unary_backward(op: Unary, x: &Tensor, g: &Tensor) -> Result<Tensor> {
+    let n = x.numel();
+    let gx = with_f32(x, "unary backward", |dev, xb| with_f32(g, "unary backward", |_, gb| dev.unary_backward(op, xb, gb, n)))?;
+    Ok(from_f32(&device_of(x)?, gx, x.dims()))
+}
+
+/// Row sums (or maxima) of `rows` viewed as `[outer, inner]`.
+pub(crate) fn reduce_rows(rows: &Tensor, outer: usize, inner: usize, max: bool, out_shape: &[usize]) -> Result<Tensor> {
+    f32_only(rows, "sum")?;
+    let y = with_f32(rows, "sum", |dev, buf| dev.reduce_axis(buf, outer, inner, 1, max))?;
+    Ok(from_f32(&device_of(rows)?, y, out_shape))
+}
+
+/// `[batch.., m, k] x [batch.., k, n]` on the f32 GEMM, operands already broadcast to `batch`.
+/// Each operand is made contiguous per matrix (a transposed matrix is read as `t` instead).
+pub(crate) fn matmul(a: &Tensor, b: &Tensor, batch: &[usize], m: usize, k: usize, n: usize) -> Result<Tensor> {
+    f32_only(a, "matmul")?;
+    let nb: usize = batch.iter().product();
+    // A matrix stored transposed (a `.t()` view) is read with the GEMM's transpose flag
+    // instead of being copied.
+    let operand = |t: &Tensor, rows: usize, cols: usize| -> Result<(Tensor, bool)> {
+        let e = t.detach().expand(&[batch, &[rows, cols]].concat())?;
+        let swapped = e.transpose(-2, -1)?;
+        if e.is_contiguous() {
+            Ok((e, false))
+        } else if swapped.is_contiguous() {
+            Ok((swapped, true))
+        } else {
+            Ok((e.contiguous()?, false))
+        }
+    };
+    let (ca, ta) = operand(a, m, k)?;
+    let (cb, tb) = operand(b, k, n)?;
+    let s = GemmShape { batch: nb, ..GemmShape::plain(m, n, k, ta, tb) };
+    let dev = device_of(a)?;
+    let mut c = dev.alloc::<f32>(nb * m * n)?;
+    with_f32(&ca, "matmul", |dev, x| with_f32(&cb, "matmul", |_, y| dev.gemm_f32(&s, 1.0, x, y, 0.0, &mut c)))?;
+    let mut shape = batch.to_vec();
+    shape.extend([m, n]);
+    Ok(from_f32(&dev, c, &shape))
+}
