@@ -2,7 +2,7 @@
 //! mode, and freezing. A parameter is a leaf `Tensor::to_variable()`; a frozen one is the same
 //! storage as a plain (non-variable) tensor, so it gets no gradient and optimizers skip it.
 
-use spark_engine::{Result, Tensor};
+use spark_engine::{Device, Error, Result, Tensor};
 
 use crate::feature::{Ctx, FeatureMap};
 
@@ -96,6 +96,22 @@ pub trait Module: Send + Sync {
     }
     fn unfreeze(&mut self, select: &dyn Fn(&str) -> bool) -> usize {
         self.set_frozen(select, false)
+    }
+    /// Moves every parameter and buffer to `device`; trainable parameters stay trainable,
+    /// frozen ones frozen. BatchNorm's `num_batches_tracked` counters stay on the host: they are
+    /// step counts (f64, which the CUDA backend does not store), not data of the computation.
+    fn to_device(&mut self, device: Device) -> Result<()> {
+        let mut failed: Option<Error> = None;
+        self.visit_mut("", &mut |name, t, _| {
+            if failed.is_some() || t.device() == device || name.ends_with("num_batches_tracked") {
+                return;
+            }
+            match t.detach().to_device(device) {
+                Ok(moved) => *t = if t.is_variable() { moved.to_variable() } else { moved },
+                Err(e) => failed = Some(Error::Msg(format!("moving {name} {:?} to {device}: {e}", t.dims()))),
+            }
+        });
+        failed.map_or(Ok(()), Err)
     }
     /// Names of frozen parameters.
     fn frozen_parameters(&self) -> Vec<String> {

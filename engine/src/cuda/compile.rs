@@ -67,11 +67,8 @@ pub fn compile_ptx(source: &KernelSource, arch: &str) -> Result<String> {
     }
     let mut options: Vec<String> = NVRTC_OPTIONS.iter().map(|s| s.to_string()).collect();
     options.push(format!("--gpu-architecture={arch}"));
-    let opts = cudarc::nvrtc::CompileOptions {
-        options,
-        name: Some(format!("{}.cu", source.name)),
-        ..Default::default()
-    };
+    let opts =
+        cudarc::nvrtc::CompileOptions { options, name: Some(format!("{}.cu", source.name)), ..Default::default() };
     let ptx = cudarc::nvrtc::compile_ptx_with_opts(source.src, opts).map_err(|e| match e {
         cudarc::nvrtc::CompileError::CompileError { log, .. } => Error::Msg(format!(
             "NVRTC failed to compile kernel source {}.cu for {arch}:\n{}",
@@ -133,7 +130,8 @@ fn write_atomically(path: &std::path::Path, text: &str) {
     if std::fs::create_dir_all(dir).is_err() {
         return;
     }
-    let tmp = dir.join(format!(".{}.{}.tmp", path.file_name().unwrap_or_default().to_string_lossy(), std::process::id()));
+    let tmp =
+        dir.join(format!(".{}.{}.tmp", path.file_name().unwrap_or_default().to_string_lossy(), std::process::id()));
     if std::fs::write(&tmp, text).is_ok() && std::fs::rename(&tmp, path).is_err() {
         let _ = std::fs::remove_file(&tmp);
     }

@@ -157,9 +157,9 @@ impl CudaDevice {
             return Ok(f.clone());
         }
         let module = self.module(source)?;
-        let f = module.load_function(name).map_err(|e| {
-            Error::Msg(format!("cuda kernel {name} not found in {}.cu: {e:?}", source.name))
-        })?;
+        let f = module
+            .load_function(name)
+            .map_err(|e| Error::Msg(format!("cuda kernel {name} not found in {}.cu: {e:?}", source.name)))?;
         self.functions.lock().unwrap_or_else(|e| e.into_inner()).insert(key, f.clone());
         Ok(f)
     }
@@ -178,11 +178,18 @@ impl CudaDevice {
         Ok(m)
     }
 
+    /// `n` zeros.
+    pub fn alloc_zeroed(&self, n: usize) -> Result<CudaSlice<f32>> {
+        let mut s = self.alloc::<f32>(n)?;
+        self.fill(&mut s, 0.0, n)?;
+        Ok(s)
+    }
+
     /// `n` uninitialised elements. An out-of-memory failure releases the pool's cached blocks
     /// and tries once more before it is reported.
     pub(crate) fn alloc<T: DeviceRepr>(&self, n: usize) -> Result<CudaSlice<T>> {
         let n = n.max(1); // zero-sized allocations are not allowed by the driver
-        // SAFETY: callers write every element before reading it (each kernel's contract).
+                          // SAFETY: callers write every element before reading it (each kernel's contract).
         match unsafe { self.stream.alloc::<T>(n) } {
             Ok(s) => Ok(s),
             Err(_) => {

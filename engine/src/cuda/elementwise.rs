@@ -116,7 +116,13 @@ impl CudaDevice {
     }
 
     /// `gx = gy * f'(x)` for the activations with a kernel of their own.
-    pub fn unary_backward(&self, op: Unary, x: &CudaSlice<f32>, gy: &CudaSlice<f32>, n: usize) -> Result<CudaSlice<f32>> {
+    pub fn unary_backward(
+        &self,
+        op: Unary,
+        x: &CudaSlice<f32>,
+        gy: &CudaSlice<f32>,
+        n: usize,
+    ) -> Result<CudaSlice<f32>> {
         let mut gx = self.alloc::<f32>(n)?;
         let ni = int(n, "unary_backward")?;
         let cfg = launch::elementwise(n);
@@ -158,7 +164,14 @@ impl CudaDevice {
     }
 
     /// `y = a op b` over the broadcast shape in `s` (`n` = its element count).
-    pub fn binary_broadcast(&self, op: Binary, a: &CudaSlice<f32>, b: &CudaSlice<f32>, s: Bcast, n: usize) -> Result<CudaSlice<f32>> {
+    pub fn binary_broadcast(
+        &self,
+        op: Binary,
+        a: &CudaSlice<f32>,
+        b: &CudaSlice<f32>,
+        s: Bcast,
+        n: usize,
+    ) -> Result<CudaSlice<f32>> {
         let mut y = self.alloc::<f32>(n)?;
         let ni = int(n, "binary_broadcast")?;
         let cfg = launch::elementwise(n);

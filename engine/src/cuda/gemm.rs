@@ -5,7 +5,7 @@ use super::compile::{GEMM_BF16, GEMM_F32};
 use super::launch::int;
 use super::CudaDevice;
 use crate::{Error, Result};
-use cudarc::driver::{CudaSlice, LaunchConfig};
+use cudarc::driver::{CudaView, CudaViewMut, LaunchConfig};
 
 /// Output tile of one block of both GEMM kernels (256 threads each).
 const TILE: usize = 128;
@@ -59,7 +59,11 @@ impl GemmShape {
         };
         let (ar, ac) = if self.trans_a { (self.k, self.m) } else { (self.m, self.k) };
         let (br, bc) = if self.trans_b { (self.n, self.k) } else { (self.k, self.n) };
-        (last(self.stride_a, ar, self.lda, ac), last(self.stride_b, br, self.ldb, bc), last(self.stride_c, self.m, self.ldc, self.n))
+        (
+            last(self.stride_a, ar, self.lda, ac),
+            last(self.stride_b, br, self.ldb, bc),
+            last(self.stride_c, self.m, self.ldc, self.n),
+        )
     }
 
     fn launch_config(&self) -> Result<LaunchConfig> {
@@ -84,9 +88,19 @@ impl GemmShape {
     }
 }
 
+/// Operands are views, so a product can start inside a buffer (one group of a grouped conv,
+/// one chunk of images): pass `buf.slice(start..)`.
 impl CudaDevice {
     /// f32 GEMM on the CUDA cores.
-    pub fn gemm_f32(&self, s: &GemmShape, alpha: f32, a: &CudaSlice<f32>, b: &CudaSlice<f32>, beta: f32, c: &mut CudaSlice<f32>) -> Result<()> {
+    pub fn gemm_f32(
+        &self,
+        s: &GemmShape,
+        alpha: f32,
+        a: &CudaView<f32>,
+        b: &CudaView<f32>,
+        beta: f32,
+        c: &mut CudaViewMut<f32>,
+    ) -> Result<()> {
         s.check(a.len(), b.len(), c.len())?;
         if s.m == 0 || s.n == 0 || s.batch == 0 {
             return Ok(());
@@ -97,7 +111,9 @@ impl CudaDevice {
         let cfg = s.launch_config()?;
         macro_rules! go {
             ($name:literal) => {
-                super::launch::launch!(self, GEMM_F32, $name, cfg, &m, &n, &k, &alpha, a, &lda, &sa, b, &ldb, &sb, &beta, c, &ldc, &sc)
+                super::launch::launch!(
+                    self, GEMM_F32, $name, cfg, &m, &n, &k, &alpha, a, &lda, &sa, b, &ldb, &sb, &beta, c, &ldc, &sc
+                )
             };
         }
         match (s.trans_a, s.trans_b) {
@@ -110,7 +126,15 @@ impl CudaDevice {
     }
 
     /// bf16 x bf16 -> f32 GEMM on the tensor cores (operands are bf16 bit patterns).
-    pub fn gemm_bf16(&self, s: &GemmShape, alpha: f32, a: &CudaSlice<u16>, b: &CudaSlice<u16>, beta: f32, c: &mut CudaSlice<f32>) -> Result<()> {
+    pub fn gemm_bf16(
+        &self,
+        s: &GemmShape,
+        alpha: f32,
+        a: &CudaView<u16>,
+        b: &CudaView<u16>,
+        beta: f32,
+        c: &mut CudaViewMut<f32>,
+    ) -> Result<()> {
         s.check(a.len(), b.len(), c.len())?;
         if s.m == 0 || s.n == 0 || s.batch == 0 {
             return Ok(());
@@ -121,7 +145,9 @@ impl CudaDevice {
         let cfg = s.launch_config()?;
         macro_rules! go {
             ($name:literal) => {
-                super::launch::launch!(self, GEMM_BF16, $name, cfg, &m, &n, &k, &alpha, a, &lda, &sa, b, &ldb, &sb, &beta, c, &ldc, &sc)
+                super::launch::launch!(
+                    self, GEMM_BF16, $name, cfg, &m, &n, &k, &alpha, a, &lda, &sa, b, &ldb, &sb, &beta, c, &ldc, &sc
+                )
             };
         }
         match (s.trans_a, s.trans_b) {

@@ -9,19 +9,22 @@
 //! wrapper file per kernel family beside its `.cu` file.
 
 pub mod compile;
+mod conv;
 mod device;
 mod elementwise;
 mod gemm;
 mod index;
 mod launch;
+pub(crate) mod norm;
 mod optim;
+pub(crate) mod pool;
 mod reduce;
-mod softmax;
+pub(crate) mod softmax;
 mod storage;
 
 pub use device::{cuda_missing_reason, device, device_count, CudaDevice};
 pub use elementwise::{Bcast, Binary, Strided, Unary, MAX_DIMS};
 pub use gemm::GemmShape;
 pub use storage::{CudaData, CudaStorage};
-pub(crate) mod tensor;
 pub(crate) mod ops;
+pub(crate) mod tensor;

@@ -6,8 +6,10 @@ use super::elementwise::{Bcast, Binary, Unary, MAX_DIMS};
 use super::launch::int;
 use super::tensor::{device_of, from_f32, with_f32};
 use super::GemmShape;
+use crate::cpu::conv::ConvGeom;
 use crate::layout::Layout;
 use crate::{DType, Error, Result, Tensor};
+use cudarc::driver::CudaSlice;
 
 fn f32_only(t: &Tensor, op: &'static str) -> Result<()> {
     if t.dtype() != DType::F32 {
@@ -42,9 +44,17 @@ pub(crate) fn binary(
         dev.binary(op, ba, bb, n)?
     } else {
         if dims.len() > MAX_DIMS {
-            return Err(Error::Msg(format!("{name}: broadcast over {} dims is beyond the CUDA kernels' {MAX_DIMS}", dims.len())));
+            return Err(Error::Msg(format!(
+                "{name}: broadcast over {} dims is beyond the CUDA kernels' {MAX_DIMS}",
+                dims.len()
+            )));
         }
-        let mut s = Bcast { ndim: dims.len() as i32, oa: int(la.offset, name)?, ob: int(lb.offset, name)?, ..Default::default() };
+        let mut s = Bcast {
+            ndim: dims.len() as i32,
+            oa: int(la.offset, name)?,
+            ob: int(lb.offset, name)?,
+            ..Default::default()
+        };
         for i in 0..dims.len() {
             s.dims[i] = int(dims[i], name)?;
             s.sa[i] = int(sa[i], name)?;
@@ -70,7 +80,9 @@ pub(crate) fn unary(x: &Tensor, op: Option<Unary>, affine: Option<(f64, f64)>, n
 /// `g * f'(x)` for the activations with a fused gradient kernel.
 pub(crate) fn unary_backward(op: Unary, x: &Tensor, g: &Tensor) -> Result<Tensor> {
     let n = x.numel();
-    let gx = with_f32(x, "unary backward", |dev, xb| with_f32(g, "unary backward", |_, gb| dev.unary_backward(op, xb, gb, n)))?;
+    let gx = with_f32(x, "unary backward", |dev, xb| {
+        with_f32(g, "unary backward", |_, gb| dev.unary_backward(op, xb, gb, n))
+    })?;
     Ok(from_f32(&device_of(x)?, gx, x.dims()))
 }
 
@@ -104,8 +116,115 @@ pub(crate) fn matmul(a: &Tensor, b: &Tensor, batch: &[usize], m: usize, k: usize
     let s = GemmShape { batch: nb, ..GemmShape::plain(m, n, k, ta, tb) };
     let dev = device_of(a)?;
     let mut c = dev.alloc::<f32>(nb * m * n)?;
-    with_f32(&ca, "matmul", |dev, x| with_f32(&cb, "matmul", |_, y| dev.gemm_f32(&s, 1.0, x, y, 0.0, &mut c)))?;
+    with_f32(&ca, "matmul", |dev, x| {
+        with_f32(&cb, "matmul", |_, y| dev.gemm_f32(&s, 1.0, &x.slice(..), &y.slice(..), 0.0, &mut c.slice_mut(..)))
+    })?;
     let mut shape = batch.to_vec();
     shape.extend([m, n]);
     Ok(from_f32(&dev, c, &shape))
+}
+
+/// Runs `f` on the f32 buffers of `x`, `w` and, when given, `b`.
+fn with3(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    op: &'static str,
+    f: impl FnOnce(
+        &std::sync::Arc<super::CudaDevice>,
+        &CudaSlice<f32>,
+        &CudaSlice<f32>,
+        Option<&CudaSlice<f32>>,
+    ) -> Result<CudaSlice<f32>>,
+) -> Result<CudaSlice<f32>> {
+    with_f32(x, op, |dev, xb| {
+        with_f32(w, op, |_, wb| match b {
+            Some(b) => with_f32(b, op, |_, bb| f(dev, xb, wb, Some(bb))),
+            None => f(dev, xb, wb, None),
+        })
+    })
+}
+
+/// conv2d forward: `[n, cout, oh, ow]`.
+pub(crate) fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: &ConvGeom) -> Result<Tensor> {
+    f32_only(x, "conv2d")?;
+    let y = with3(x, w, b, "conv2d", |dev, xb, wb, bb| dev.conv2d_forward(xb, wb, bb, g))?;
+    Ok(from_f32(&device_of(x)?, y, &[g.n, g.cout, g.oh, g.ow]))
+}
+
+/// Gradients of conv2d's input, weight and bias (each only when it requires grad).
+pub(crate) fn conv2d_backward(inputs: &[Tensor], go: &Tensor, g: &ConvGeom) -> Result<Vec<Option<Tensor>>> {
+    let (x, w) = (&inputs[0], &inputs[1]);
+    let dev = device_of(x)?;
+    let gx = match x.requires_grad() {
+        true => Some(from_f32(
+            &dev,
+            with3(go, w, None, "conv2d backward", |d, gb, wb, _| d.conv2d_backward_input(gb, wb, g))?,
+            x.dims(),
+        )),
+        false => None,
+    };
+    let gw = match w.requires_grad() {
+        true => Some(from_f32(
+            &dev,
+            with3(x, go, None, "conv2d backward", |d, xb, gb, _| d.conv2d_backward_weight(xb, gb, g))?,
+            w.dims(),
+        )),
+        false => None,
+    };
+    let mut grads = vec![gx, gw];
+    if let Some(b) = inputs.get(2) {
+        grads.push(bias_grad(b, go, g.n, g.cout, g.l())?);
+    }
+    Ok(grads)
+}
+
+fn bias_grad(b: &Tensor, go: &Tensor, n: usize, c: usize, hw: usize) -> Result<Option<Tensor>> {
+    if !b.requires_grad() {
+        return Ok(None);
+    }
+    let s = with_f32(go, "bias gradient", |dev, gb| dev.channel_sum(gb, n, c, hw))?;
+    Ok(Some(from_f32(&device_of(go)?, s, b.dims())))
+}
+
+/// conv_transpose2d forward: the input gradient of the conv2d `g` (whose output is our input),
+/// plus the bias over `g.cin` channels.
+pub(crate) fn conv_transpose2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: &ConvGeom) -> Result<Tensor> {
+    f32_only(x, "conv_transpose2d")?;
+    let y = with3(x, w, b, "conv_transpose2d", |dev, xb, wb, bb| {
+        let mut y = dev.conv2d_backward_input(xb, wb, g)?;
+        if let Some(bb) = bb {
+            dev.bias_add(&mut y, bb, g.n, g.cin, g.h * g.w)?;
+        }
+        Ok(y)
+    })?;
+    Ok(from_f32(&device_of(x)?, y, &[g.n, g.cin, g.h, g.w]))
+}
+
+/// Gradients of conv_transpose2d: the input's is conv2d forward, the weight's is conv2d's weight
+/// gradient with input and output swapped.
+pub(crate) fn conv_transpose2d_backward(inputs: &[Tensor], go: &Tensor, g: &ConvGeom) -> Result<Vec<Option<Tensor>>> {
+    let (x, w) = (&inputs[0], &inputs[1]);
+    let dev = device_of(x)?;
+    let gx = match x.requires_grad() {
+        true => Some(from_f32(
+            &dev,
+            with3(go, w, None, "conv_transpose2d backward", |d, gb, wb, _| d.conv2d_forward(gb, wb, None, g))?,
+            x.dims(),
+        )),
+        false => None,
+    };
+    let gw = match w.requires_grad() {
+        true => Some(from_f32(
+            &dev,
+            with3(go, x, None, "conv_transpose2d backward", |d, gb, xb, _| d.conv2d_backward_weight(gb, xb, g))?,
+            w.dims(),
+        )),
+        false => None,
+    };
+    let mut grads = vec![gx, gw];
+    if let Some(b) = inputs.get(2) {
+        grads.push(bias_grad(b, go, g.n, g.cin, g.h * g.w)?);
+    }
+    Ok(grads)
 }

@@ -13,7 +13,14 @@ const SUMSQ_BLOCKS: usize = 1024;
 impl CudaDevice {
     /// Reduces the middle axis of `x` viewed as `[outer, r, inner]` to `[outer, inner]`
     /// (`max` instead of sum when asked).
-    pub fn reduce_axis(&self, x: &CudaSlice<f32>, outer: usize, r: usize, inner: usize, max: bool) -> Result<CudaSlice<f32>> {
+    pub fn reduce_axis(
+        &self,
+        x: &CudaSlice<f32>,
+        outer: usize,
+        r: usize,
+        inner: usize,
+        max: bool,
+    ) -> Result<CudaSlice<f32>> {
         let mut y = self.alloc::<f32>(outer * inner)?;
         let (o, rr, i) = (int(outer, "reduce")?, int(r, "reduce")?, int(inner, "reduce")?);
         match (inner == 1, max) {
@@ -34,7 +41,8 @@ impl CudaDevice {
         let blocks = n.div_ceil(launch::BLOCK as usize).clamp(1, SUMSQ_BLOCKS);
         let mut partial = self.alloc::<f32>(blocks)?;
         let ni = int(n, "sum_of_squares")?;
-        let cfg = LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (launch::BLOCK, 1, 1), shared_mem_bytes: 0 };
+        let cfg =
+            LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (launch::BLOCK, 1, 1), shared_mem_bytes: 0 };
         launch!(self, REDUCE, "sumsq_partial_f32", cfg, x, &ni, &mut partial);
         self.reduce_axis(&partial, 1, blocks, 1, false)
     }

@@ -51,13 +51,6 @@ impl CudaStorage {
             _ => Err(Error::UnsupportedDType { op, dtype: self.dtype() }),
         }
     }
-    pub(crate) fn as_f32_mut(&mut self, op: &'static str) -> Result<&mut CudaSlice<f32>> {
-        let dtype = self.dtype();
-        match &mut self.data {
-            CudaData::F32(s) => Ok(s),
-            _ => Err(Error::UnsupportedDType { op, dtype }),
-        }
-    }
 }
 
 fn dtype_of(d: &CudaData) -> DType {

@@ -29,7 +29,11 @@ pub(crate) fn from_f32(dev: &Arc<CudaDevice>, data: CudaSlice<f32>, shape: &[usi
 
 /// Calls `f` with the f32 buffer holding `t`'s elements in row-major order from index 0: the
 /// tensor's own buffer when it is a whole contiguous storage, else a compacted copy.
-pub(crate) fn with_f32<R>(t: &Tensor, op: &'static str, f: impl FnOnce(&Arc<CudaDevice>, &CudaSlice<f32>) -> Result<R>) -> Result<R> {
+pub(crate) fn with_f32<R>(
+    t: &Tensor,
+    op: &'static str,
+    f: impl FnOnce(&Arc<CudaDevice>, &CudaSlice<f32>) -> Result<R>,
+) -> Result<R> {
     let dev = device_of(t)?;
     let guard = t.storage();
     let storage = guard.cuda(op)?;
@@ -40,6 +44,31 @@ pub(crate) fn with_f32<R>(t: &Tensor, op: &'static str, f: impl FnOnce(&Arc<Cuda
     }
     let compact = dev.strided_copy(buf, strided(l, op)?, l.numel())?;
     f(&dev, &compact)
+}
+
+/// `t` as a whole row-major f32 buffer from index 0 (itself when it already is one).
+pub(crate) fn compact(t: &Tensor) -> Result<Tensor> {
+    let l = t.layout();
+    if l.is_contiguous() && l.offset == 0 {
+        return Ok(t.clone());
+    }
+    contiguous(t)
+}
+
+/// The device address of a compact f32 CUDA tensor, or 0 (a null pointer) for `None`: for
+/// kernels whose optional arguments may be null. The tensor keeps the buffer alive, and the one
+/// stream orders its later free after the kernel.
+pub(crate) fn address(t: Option<&Tensor>, op: &'static str) -> Result<u64> {
+    let Some(t) = t else { return Ok(0) };
+    let l = t.layout();
+    if !(l.is_contiguous() && l.offset == 0) {
+        return Err(Error::Msg(format!("{op}: internal: address of a strided view (compact it first)")));
+    }
+    let dev = device_of(t)?;
+    let guard = t.storage();
+    let buf = guard.cuda(op)?.as_f32(op)?;
+    let (ptr, _sync) = cudarc::driver::DevicePtr::device_ptr(buf, dev.stream());
+    Ok(ptr)
 }
 
 /// A row-major copy of a strided f32 view.
@@ -71,7 +100,10 @@ pub(crate) fn strided(l: &Layout, op: &'static str) -> Result<Strided> {
         st.push(s);
     }
     if dims.len() > MAX_DIMS {
-        return Err(Error::Msg(format!("{op}: a strided view of {} dims is beyond the CUDA kernels' {MAX_DIMS}", dims.len())));
+        return Err(Error::Msg(format!(
+            "{op}: a strided view of {} dims is beyond the CUDA kernels' {MAX_DIMS}",
+            dims.len()
+        )));
     }
     let mut s = Strided { ndim: dims.len() as i32, off: int(l.offset, op)?, ..Default::default() };
     for (i, (&d, &t)) in dims.iter().zip(&st).enumerate() {
@@ -106,7 +138,10 @@ fn upload(t: &Tensor, dev: &Arc<CudaDevice>) -> Result<Tensor> {
             CudaData::BF16(dev.upload(bits)?)
         }
         d => {
-            return Err(Error::UnsupportedDType { op: "to_device(cuda): the CUDA backend stores f32 and bf16", dtype: d })
+            return Err(Error::UnsupportedDType {
+                op: "to_device(cuda): the CUDA backend stores f32 and bf16",
+                dtype: d,
+            })
         }
     };
     Ok(Tensor::from_storage(Storage::Cuda(CudaStorage::new(dev.clone(), data, n)), t.dims()))
@@ -120,7 +155,9 @@ fn download(t: &Tensor) -> Result<Tensor> {
         let CudaData::BF16(buf) = &guard.cuda("to_device")?.data else { unreachable!("dtype is bf16") };
         let l = t.layout();
         if !(l.is_contiguous() && l.offset == 0) {
-            return Err(Error::Msg("to_device: strided bf16 views on CUDA are not supported; cast to f32 first".into()));
+            return Err(Error::Msg(
+                "to_device: strided bf16 views on CUDA are not supported; cast to f32 first".into(),
+            ));
         }
         let bits = dev.download(buf, n)?;
         let v: Vec<half::bf16> = bits.into_iter().map(half::bf16::from_bits).collect();
@@ -149,7 +186,9 @@ pub(crate) fn cast(t: &Tensor, dtype: DType) -> Result<Tensor> {
             CudaData::F32(dev.cast_to_f32(buf, n)?)
         }
         (from, to) => {
-            return Err(Error::Msg(format!("to_dtype on CUDA converts between f32 and bf16 only, not {from:?} -> {to:?}")))
+            return Err(Error::Msg(format!(
+                "to_dtype on CUDA converts between f32 and bf16 only, not {from:?} -> {to:?}"
+            )))
         }
     };
     Ok(Tensor::from_storage(Storage::Cuda(CudaStorage::new(dev, out, n)), t.dims()))

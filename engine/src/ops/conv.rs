@@ -64,7 +64,6 @@ impl ConvTranspose2dParams {
 use crate::autograd::Op;
 use crate::cpu::conv::{channel_sum, conv2d_backward_input, conv2d_backward_weight, conv2d_forward, ConvGeom};
 use crate::cpu::conv_transpose::conv_transpose2d_forward;
-use crate::tensor::check_cpu;
 use crate::{shape_err, with_float, Error, Float, Result, Tensor};
 
 /// Checks dtype/device agreement of the conv operands.
@@ -77,7 +76,9 @@ fn check_operands(op: &'static str, x: &Tensor, w: &Tensor, b: Option<&Tensor>) 
             return Err(Error::DeviceMismatch { op, lhs: x.device(), rhs: t.device() });
         }
     }
-    check_cpu(x.device(), op)?;
+    if !x.device().is_cpu() && x.dtype() != crate::DType::F32 {
+        return Err(Error::UnsupportedDType { op, dtype: x.dtype() });
+    }
     if x.rank() != 4 || w.rank() != 4 {
         return shape_err(op, format!("input and weight must be 4-D, got {:?} and {:?}", x.dims(), w.dims()));
     }
@@ -134,6 +135,9 @@ impl Op for Conv2dOp {
     }
     fn backward(&self, inputs: &[Tensor], _: &Tensor, go: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let (x, w, g) = (&inputs[0], &inputs[1], &self.geom);
+        if !x.device().is_cpu() {
+            return crate::cuda::ops::conv2d_backward(inputs, go, g);
+        }
         with_float!(x.dtype(), "conv2d backward", |T| {
             let gx = if x.requires_grad() {
                 let v = with3::<T, _>(go, w, None, |gv, wv, _| conv2d_backward_input(gv, wv, g))?;
@@ -167,6 +171,9 @@ impl Op for ConvTranspose2dOp {
     }
     fn backward(&self, inputs: &[Tensor], _: &Tensor, go: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let (x, w, g) = (&inputs[0], &inputs[1], &self.geom);
+        if !x.device().is_cpu() {
+            return crate::cuda::ops::conv_transpose2d_backward(inputs, go, g);
+        }
         with_float!(x.dtype(), "conv_transpose2d backward", |T| {
             // y = conv2d_input_grad(x): its adjoint is the forward conv, and the weight gradient
             // is conv2d's weight gradient with the roles of input and output swapped.
@@ -233,10 +240,14 @@ impl Tensor {
             dil: p.dilation,
             groups: p.groups,
         };
-        let out = with_float!(x.dtype(), OP, |T| {
-            let v = with3::<T, _>(x, w, b, |xv, wv, bv| conv2d_forward(xv, wv, bv, &geom))?;
-            Tensor::from_vec(v, &[n, cout, oh, ow])
-        })?;
+        let out = if !x.device().is_cpu() {
+            crate::cuda::ops::conv2d(x, w, b, &geom)?
+        } else {
+            with_float!(x.dtype(), OP, |T| {
+                let v = with3::<T, _>(x, w, b, |xv, wv, bv| conv2d_forward(xv, wv, bv, &geom))?;
+                Tensor::from_vec(v, &[n, cout, oh, ow])
+            })?
+        };
         let mut inputs = vec![x.clone(), w.clone()];
         inputs.extend(b.cloned());
         Ok(out.attach_op(inputs, Conv2dOp { geom }))
@@ -308,10 +319,14 @@ impl Tensor {
             dil: p.dilation,
             groups: p.groups,
         };
-        let out = with_float!(x.dtype(), OP, |T| {
-            let v = with3::<T, _>(x, w, b, |xv, wv, bv| conv_transpose2d_forward(xv, wv, bv, &geom))?;
-            Tensor::from_vec(v, &[n, cout, oh, ow])
-        })?;
+        let out = if !x.device().is_cpu() {
+            crate::cuda::ops::conv_transpose2d(x, w, b, &geom)?
+        } else {
+            with_float!(x.dtype(), OP, |T| {
+                let v = with3::<T, _>(x, w, b, |xv, wv, bv| conv_transpose2d_forward(xv, wv, bv, &geom))?;
+                Tensor::from_vec(v, &[n, cout, oh, ow])
+            })?
+        };
         let mut inputs = vec![x.clone(), w.clone()];
         inputs.extend(b.cloned());
         Ok(out.attach_op(inputs, ConvTranspose2dOp { geom }))

@@ -11,7 +11,6 @@ use crate::autograd::Op;
 use crate::cpu::isa::{isa, multiversion};
 use crate::layout::numel;
 use crate::ops::binary::PAR_THRESHOLD;
-use crate::tensor::check_cpu;
 use crate::{shape_err, with_float, Error, Float, Result, Tensor};
 use rayon::prelude::*;
 
@@ -454,7 +453,6 @@ impl Tensor {
         eps: f64,
     ) -> Result<Tensor> {
         let op = "batch_norm";
-        check_cpu(self.device(), op)?;
         if self.rank() < 2 {
             return shape_err(op, format!("input must be [N, C, *], got {:?}", self.dims()));
         }
@@ -471,6 +469,10 @@ impl Tensor {
             );
         }
         let m = n * s;
+        if !self.device().is_cpu() {
+            let running = [running_mean, running_var];
+            return crate::cuda::norm::batch_norm(self, weight, bias, running, training, momentum, eps);
+        }
         with_float!(self.dtype(), op, |T| {
             let w = param_vec::<T>(weight, c, 1.0)?;
             let b = param_vec::<T>(bias, c, 0.0)?;
@@ -739,7 +741,6 @@ impl Tensor {
         eps: f64,
     ) -> Result<Tensor> {
         let op = "layer_norm";
-        check_cpu(self.device(), op)?;
         let k = normalized_trailing_dims;
         if k == 0 || k > self.rank() {
             return shape_err(op, format!("cannot normalise the last {k} dims of {:?}", self.dims()));
@@ -751,6 +752,9 @@ impl Tensor {
         }
         check_param(op, "weight", weight, self, nshape)?;
         check_param(op, "bias", bias, self, nshape)?;
+        if !self.device().is_cpu() {
+            return crate::cuda::norm::layer_norm(self, k, false, weight, bias, eps);
+        }
         with_float!(self.dtype(), op, |T| {
             let w = param_vec::<T>(weight, m, 1.0)?;
             let b = param_vec::<T>(bias, m, 0.0)?;
@@ -780,7 +784,6 @@ impl Tensor {
         eps: f64,
     ) -> Result<Tensor> {
         let op = "layer_norm_channels_first";
-        check_cpu(self.device(), op)?;
         if self.rank() < 2 || self.dims()[1] == 0 {
             return shape_err(op, format!("input must be [N, C, *] with C > 0, got {:?}", self.dims()));
         }
@@ -788,6 +791,9 @@ impl Tensor {
         let s = numel(&self.dims()[2..]);
         check_param(op, "weight", weight, self, &[c])?;
         check_param(op, "bias", bias, self, &[c])?;
+        if !self.device().is_cpu() {
+            return crate::cuda::norm::layer_norm(self, 0, true, weight, bias, eps);
+        }
         with_float!(self.dtype(), op, |T| {
             let w = param_vec::<T>(weight, c, 1.0)?;
             let b = param_vec::<T>(bias, c, 0.0)?;

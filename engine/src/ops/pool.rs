@@ -1,14 +1,17 @@
 //! Pooling over NCHW tensors: max, average (`count_include_pad=True`, as PyTorch's default),
-//! adaptive average and global average, each with its backward. Kernels in `cpu/pool.rs`.
+//! adaptive average and global average, each with its backward. Kernels in `cpu/pool.rs`, and
+//! in `cuda/pool.rs` for f32 tensors on a GPU.
 
 use crate::autograd::Op;
 use crate::cpu::pool::{adaptive_windows, avg_backward, avg_forward, max_backward, max_forward, sliding_windows, Win};
-use crate::tensor::check_cpu;
-use crate::{shape_err, with_float, Result, Tensor};
+use crate::cuda::pool::Pool2d;
+use crate::{shape_err, with_float, DType, Error, Result, Tensor};
 
-/// `[N, C, H, W]` of a pooling input, or a shape error naming the op.
+/// `[N, C, H, W]` of a pooling input, or a shape error naming the op (CUDA pools f32 only).
 fn nchw(op: &'static str, x: &Tensor) -> Result<[usize; 4]> {
-    check_cpu(x.device(), op)?;
+    if !x.device().is_cpu() && x.dtype() != DType::F32 {
+        return Err(Error::UnsupportedDType { op, dtype: x.dtype() });
+    }
     match x.dims() {
         &[n, c, h, w] => Ok([n, c, h, w]),
         d => shape_err(op, format!("input must be [N, C, H, W], got {d:?}")),
@@ -27,6 +30,12 @@ fn pool_out(op: &'static str, dims: &[usize], n: usize, kernel: usize, stride: u
         Some(v) => Ok(v / stride + 1),
         None => shape_err(op, format!("kernel {kernel} (padding {padding}) is larger than input {dims:?}")),
     }
+}
+
+/// The CUDA kernels' geometry of a square pool of `dims` into `out` (adaptive pools pass the
+/// output size only: their kernels ignore kernel, stride and padding).
+fn sliding([n, c, h, w]: [usize; 4], kernel: usize, stride: usize, padding: usize, out: [usize; 2]) -> Pool2d {
+    Pool2d { n, c, h, w, kernel: [kernel; 2], stride: [stride; 2], pad: [padding; 2], out }
 }
 
 struct AvgPoolOp {
@@ -87,6 +96,9 @@ impl Tensor {
         let [n, c, h, w] = dims;
         let oh = pool_out(OP, self.dims(), h, kernel, stride, padding)?;
         let ow = pool_out(OP, self.dims(), w, kernel, stride, padding)?;
+        if !self.device().is_cpu() {
+            return crate::cuda::pool::max_pool2d(self, sliding(dims, kernel, stride, padding, [oh, ow]));
+        }
         let (ys, xs) =
             (sliding_windows(h, oh, kernel, stride, padding), sliding_windows(w, ow, kernel, stride, padding));
         let (out, argmax) = with_float!(self.dtype(), OP, |T| {
@@ -104,6 +116,9 @@ impl Tensor {
         let [_, _, h, w] = dims;
         let oh = pool_out(OP, self.dims(), h, kernel, stride, padding)?;
         let ow = pool_out(OP, self.dims(), w, kernel, stride, padding)?;
+        if !self.device().is_cpu() {
+            return crate::cuda::pool::avg_pool2d(self, sliding(dims, kernel, stride, padding, [oh, ow]));
+        }
         let (ys, xs) =
             (sliding_windows(h, oh, kernel, stride, padding), sliding_windows(w, ow, kernel, stride, padding));
         self.avg_pool_windows(OP, dims, ys, xs)
@@ -116,6 +131,9 @@ impl Tensor {
         let [_, _, h, w] = dims;
         if oh == 0 || ow == 0 || h == 0 || w == 0 {
             return shape_err(OP, format!("output {oh}x{ow} and input {:?} must be non-empty", self.dims()));
+        }
+        if !self.device().is_cpu() {
+            return crate::cuda::pool::adaptive_avg_pool2d(self, sliding(dims, 0, 0, 0, [oh, ow]));
         }
         self.avg_pool_windows(OP, dims, adaptive_windows(h, oh), adaptive_windows(w, ow))
     }

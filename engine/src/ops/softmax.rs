@@ -140,8 +140,10 @@ impl Op for SoftmaxOp {
 
 fn softmax_impl(x: &Tensor, dim: isize, log: bool) -> Result<Tensor> {
     let op = if log { "log_softmax" } else { "softmax" };
-    check_cpu(x.device(), op)?;
     let d = norm_dim(op, dim, x.rank())?;
+    if !x.device().is_cpu() {
+        return crate::cuda::softmax::softmax(x, d, log);
+    }
     let (_, n, inner) = split3(x.dims(), d);
     with_float!(x.dtype(), op, |T| {
         let y = x.with_slice(|xs: &[T]| {
@@ -156,7 +158,6 @@ fn softmax_impl(x: &Tensor, dim: isize, log: bool) -> Result<Tensor> {
 
 /// Validates `[N, C]` logits for the cross-entropy losses.
 fn logits_nc(x: &Tensor, op: &'static str) -> Result<(usize, usize)> {
-    check_cpu(x.device(), op)?;
     if x.rank() != 2 {
         return shape_err(op, format!("logits must be [N, C], got {:?}", x.dims()));
     }
@@ -280,6 +281,9 @@ impl Tensor {
             return Err(Error::Msg(format!("{op}: label_smoothing {label_smoothing} is not in [0, 1]")));
         }
         let eps = label_smoothing;
+        if !self.device().is_cpu() {
+            return crate::cuda::softmax::cross_entropy(self, targets, eps);
+        }
         with_float!(self.dtype(), op, |T| {
             let lp = self.with_slice(|x: &[T]| log_softmax_rows(x, c))?;
             let mut total = 0.0f64;
@@ -307,6 +311,7 @@ impl Tensor {
         if broadcast_shape(op, target_probs.dims(), &[n, c])? != [n, c] {
             return shape_err(op, format!("targets {:?} do not broadcast to logits {:?}", target_probs.dims(), [n, c]));
         }
+        check_cpu(self.device(), op)?;
         let q = target_probs.detach().expand(&[n, c])?.contiguous()?;
         with_float!(self.dtype(), op, |T| {
             let lp = self.with_slice(|x: &[T]| log_softmax_rows(x, c))?;

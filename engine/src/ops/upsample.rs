@@ -1,10 +1,10 @@
 //! Nearest-neighbour upsampling of NCHW maps and `repeat_interleave` (SparK upsamples its
-//! patch masks with it). Both copy whole runs of memory; backward sums the copies back.
+//! patch masks with it). Both copy whole runs of memory; backward sums the copies back. On a
+//! GPU (f32) both run `cuda/pool.rs`'s nearest-upsampling kernels.
 
 use crate::autograd::Op;
 use crate::layout::norm_dim;
 use crate::ops::softmax::{for_blocks, split3};
-use crate::tensor::check_cpu;
 use crate::{shape_err, with_float, Result, Tensor};
 
 struct UpsampleNearestOp {
@@ -20,6 +20,9 @@ impl Op for UpsampleNearestOp {
         let x = &inputs[0];
         let (h, w) = (x.dims()[2], x.dims()[3]);
         let (sh, sw) = (self.sh, self.sw);
+        if !x.device().is_cpu() {
+            return Ok(vec![Some(crate::cuda::pool::upsample_nearest2d_backward(g, x.dims(), sh, sw)?)]);
+        }
         let ow = w * sw;
         let gx = with_float!(x.dtype(), "upsample_nearest2d", |T| {
             g.with_slice(|g: &[T]| {
@@ -53,8 +56,12 @@ impl Op for RepeatInterleaveOp {
     }
     fn backward(&self, inputs: &[Tensor], _: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let x = &inputs[0];
-        let (_, n, inner) = split3(x.dims(), self.dim);
+        let (outer, n, inner) = split3(x.dims(), self.dim);
         let r = self.repeats;
+        if !x.device().is_cpu() {
+            let gx = crate::cuda::pool::repeat_interleave_backward(g, x.dims(), [outer, n, inner], r)?;
+            return Ok(vec![Some(gx)]);
+        }
         let gx = with_float!(x.dtype(), "repeat_interleave", |T| {
             g.with_slice(|g: &[T]| {
                 let mut gx = vec![T::ZERO; x.numel()];
@@ -78,12 +85,15 @@ impl Tensor {
     /// Nearest upsampling of `[N, C, H, W]` by integer factors: `out[.., y, x] = in[.., y/sh, x/sw]`.
     pub fn upsample_nearest2d(&self, scale_h: usize, scale_w: usize) -> Result<Tensor> {
         let op = "upsample_nearest2d";
-        check_cpu(self.device(), op)?;
         if self.rank() != 4 {
             return shape_err(op, format!("input must be [N, C, H, W], got {:?}", self.dims()));
         }
         if scale_h == 0 || scale_w == 0 {
             return shape_err(op, format!("scales must be >= 1, got ({scale_h}, {scale_w})"));
+        }
+        if !self.device().is_cpu() {
+            let out = crate::cuda::pool::upsample_nearest2d(self, scale_h, scale_w)?;
+            return Ok(out.attach_op(vec![self.clone()], UpsampleNearestOp { sh: scale_h, sw: scale_w }));
         }
         let d = self.dims();
         let (h, w) = (d[2], d[3]);
@@ -114,11 +124,14 @@ impl Tensor {
     /// as PyTorch `repeat_interleave(repeats, dim)` with a scalar count.
     pub fn repeat_interleave(&self, repeats: usize, dim: isize) -> Result<Tensor> {
         let op = "repeat_interleave";
-        check_cpu(self.device(), op)?;
         let d = norm_dim(op, dim, self.rank())?;
-        let (_, n, inner) = split3(self.dims(), d);
+        let (outer, n, inner) = split3(self.dims(), d);
         let mut shape = self.shape();
         shape[d] = n * repeats;
+        if !self.device().is_cpu() {
+            let out = crate::cuda::pool::repeat_interleave(self, [outer, n, inner], repeats, &shape)?;
+            return Ok(out.attach_op(vec![self.clone()], RepeatInterleaveOp { dim: d, repeats }));
+        }
         with_float!(self.dtype(), op, |T| {
             let v = self.with_slice(|x: &[T]| {
                 let mut out = vec![T::ZERO; x.len() * repeats];

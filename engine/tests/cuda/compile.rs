@@ -25,8 +25,10 @@ fn a_compile_error_names_the_source_and_shows_the_log() {
         eprintln!("skipped: libnvrtc.so.13 is not on the library path");
         return;
     }
-    static BAD: spark_engine::cuda::compile::KernelSource =
-        spark_engine::cuda::compile::KernelSource { name: "broken", src: "extern \"C\" __global__ void k() { undefined_thing(); }" };
+    static BAD: spark_engine::cuda::compile::KernelSource = spark_engine::cuda::compile::KernelSource {
+        name: "broken",
+        src: "extern \"C\" __global__ void k() { undefined_thing(); }",
+    };
     let e = compile_ptx(&BAD, "compute_90").unwrap_err().to_string();
     assert!(e.contains("broken.cu") && e.contains("undefined_thing"), "{e}");
 }

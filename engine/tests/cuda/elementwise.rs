@@ -1,7 +1,7 @@
 //! Elementwise, broadcast, strided-copy, cast and reduction kernels against the CPU engine.
 
 use super::{assert_close, gpu, uniform};
-use spark_engine::cuda::{Unary, Binary};
+use spark_engine::cuda::{Binary, Unary};
 use spark_engine::{Device, Tensor};
 
 fn cpu_unary(op: Unary, x: &Tensor) -> Tensor {
@@ -71,11 +71,21 @@ fn binary_ops_same_shape_broadcast_and_strided_equal_the_cpu() {
     let b = Tensor::from_vec(uniform(2 * 3 * 5 * 7, 0.5, 2.0, 4), &[2, 3, 5, 7]).unwrap();
     let bias = Tensor::from_vec(uniform(3, -1.0, 1.0, 5), &[1, 3, 1, 1]).unwrap();
     let row = Tensor::from_vec(uniform(7, -1.0, 1.0, 6), &[7]).unwrap();
-    let (ga, gb, gbias, grow) =
-        (a.to_device(cuda).unwrap(), b.to_device(cuda).unwrap(), bias.to_device(cuda).unwrap(), row.to_device(cuda).unwrap());
+    let (ga, gb, gbias, grow) = (
+        a.to_device(cuda).unwrap(),
+        b.to_device(cuda).unwrap(),
+        bias.to_device(cuda).unwrap(),
+        row.to_device(cuda).unwrap(),
+    );
     type F = fn(&Tensor, &Tensor) -> spark_engine::Result<Tensor>;
-    let ops: [(&str, F); 6] =
-        [("add", Tensor::add), ("sub", Tensor::sub), ("mul", Tensor::mul), ("div", Tensor::div), ("max", Tensor::maximum), ("min", Tensor::minimum)];
+    let ops: [(&str, F); 6] = [
+        ("add", Tensor::add),
+        ("sub", Tensor::sub),
+        ("mul", Tensor::mul),
+        ("div", Tensor::div),
+        ("max", Tensor::maximum),
+        ("min", Tensor::minimum),
+    ];
     for (name, f) in ops {
         for (what, x, y, gx, gy) in [
             ("same shape", &a, &b, &ga, &gb),
@@ -110,11 +120,29 @@ fn reductions_equal_the_cpu() {
     let gx = x.to_device(cuda).unwrap();
     for dims in [vec![2isize], vec![1], vec![0], vec![0, 2], vec![0, 1, 2]] {
         let want = x.sum(&dims, false).unwrap().to_vec_f64().unwrap();
-        assert_close(&format!("sum {dims:?}"), &gx.sum(&dims, false).unwrap().to_vec::<f32>().unwrap(), &want, 1e-4, 1e-5);
+        assert_close(
+            &format!("sum {dims:?}"),
+            &gx.sum(&dims, false).unwrap().to_vec::<f32>().unwrap(),
+            &want,
+            1e-4,
+            1e-5,
+        );
         let want = x.mean(&dims, true).unwrap().to_vec_f64().unwrap();
-        assert_close(&format!("mean {dims:?}"), &gx.mean(&dims, true).unwrap().to_vec::<f32>().unwrap(), &want, 1e-5, 1e-5);
+        assert_close(
+            &format!("mean {dims:?}"),
+            &gx.mean(&dims, true).unwrap().to_vec::<f32>().unwrap(),
+            &want,
+            1e-5,
+            1e-5,
+        );
         let want = x.max(&dims, false).unwrap().to_vec_f64().unwrap();
-        assert_close(&format!("max {dims:?}"), &gx.max(&dims, false).unwrap().to_vec::<f32>().unwrap(), &want, 0.0, 0.0);
+        assert_close(
+            &format!("max {dims:?}"),
+            &gx.max(&dims, false).unwrap().to_vec::<f32>().unwrap(),
+            &want,
+            0.0,
+            0.0,
+        );
     }
     // Sum of squares over a long vector (the gradient-norm pass), in a fixed order.
     let n = 3_000_017;

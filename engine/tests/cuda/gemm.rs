@@ -12,8 +12,10 @@ fn reference(s: &GemmShape, alpha: f64, a: &[f64], b: &[f64], beta: f64, c: &[f6
             for j in 0..s.n {
                 let mut acc = 0.0;
                 for p in 0..s.k {
-                    let av = if s.trans_a { a[bi * s.stride_a + p * s.lda + i] } else { a[bi * s.stride_a + i * s.lda + p] };
-                    let bv = if s.trans_b { b[bi * s.stride_b + j * s.ldb + p] } else { b[bi * s.stride_b + p * s.ldb + j] };
+                    let av =
+                        if s.trans_a { a[bi * s.stride_a + p * s.lda + i] } else { a[bi * s.stride_a + i * s.lda + p] };
+                    let bv =
+                        if s.trans_b { b[bi * s.stride_b + j * s.ldb + p] } else { b[bi * s.stride_b + p * s.ldb + j] };
                     acc += av * bv;
                 }
                 let o = bi * s.stride_c + i * s.ldc + j;
@@ -66,13 +68,14 @@ fn f32_gemm_equals_an_f64_product() {
             // beta == 0 must not read C: fill it with NaN.
             let c_in: Vec<f32> = if beta == 0.0 { vec![f32::NAN; nc] } else { c.clone() };
             let mut dc = dev.upload(&c_in).unwrap();
-            dev.gemm_f32(s, alpha, &da, &db, beta, &mut dc).unwrap();
+            dev.gemm_f32(s, alpha, &da.slice(..), &db.slice(..), beta, &mut dc.slice_mut(..)).unwrap();
             let got = dev.download(&dc, nc).unwrap();
             let f64v = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
             let want = reference(s, alpha as f64, &f64v(&a), &f64v(&b), beta as f64, &f64v(&c_in));
             // Entries of C outside the matrices (padding) must be left alone.
             let tol = 1e-6 * (s.k as f64).sqrt() * 4.0;
-            let check: Vec<(f32, f64)> = got.iter().zip(&want).map(|(&g, &w)| (g, w)).filter(|(_, w)| !w.is_nan()).collect();
+            let check: Vec<(f32, f64)> =
+                got.iter().zip(&want).map(|(&g, &w)| (g, w)).filter(|(_, w)| !w.is_nan()).collect();
             let (g, w): (Vec<f32>, Vec<f64>) = check.into_iter().unzip();
             assert_close(&format!("sgemm {s:?} alpha {alpha} beta {beta}"), &g, &w, tol, 1e-5);
         }
@@ -90,7 +93,7 @@ fn bf16_gemm_equals_an_f64_product_of_the_rounded_operands() {
         let c = uniform(nc, -1.0, 1.0, 60);
         let (da, db) = (dev.upload(&a).unwrap(), dev.upload(&b).unwrap());
         let mut dc = dev.upload(&c).unwrap();
-        dev.gemm_bf16(s, 1.0, &da, &db, 1.0, &mut dc).unwrap();
+        dev.gemm_bf16(s, 1.0, &da.slice(..), &db.slice(..), 1.0, &mut dc.slice_mut(..)).unwrap();
         let got = dev.download(&dc, nc).unwrap();
         let want = reference(s, 1.0, &widen(&a), &widen(&b), 1.0, &c.iter().map(|&x| x as f64).collect::<Vec<_>>());
         // Exact products of bf16 values, f32 accumulation: error ~ k * 2^-24 * |terms|.

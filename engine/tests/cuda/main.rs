@@ -4,11 +4,14 @@
 //! turns a skip into a failure, so a GPU run cannot pass by skipping.
 
 mod compile;
+mod conv;
 mod elementwise;
 mod gemm;
 mod index;
 mod no_gpu;
+mod norm;
 mod optim;
+mod pool;
 mod softmax;
 mod tensor;
 

@@ -45,7 +45,8 @@ fn an_mlp_forward_and_backward_on_cuda_equals_the_cpu() {
         let n = shape.iter().product();
         Tensor::from_vec(uniform(n, -0.5, 0.5, seed), shape).unwrap()
     };
-    let (x, w1, b1, w2, target) = (make(&[37, 130], 1), make(&[130, 257], 2), make(&[257], 3), make(&[19, 257], 4), make(&[37, 19], 5));
+    let (x, w1, b1, w2, target) =
+        (make(&[37, 130], 1), make(&[130, 257], 2), make(&[257], 3), make(&[19, 257], 4), make(&[37, 19], 5));
     let leaves = [&x, &w1, &b1, &w2];
     let cpu_vars: Vec<Tensor> = leaves.iter().map(|t| t.to_variable()).collect();
     let gpu_vars: Vec<Tensor> = leaves.iter().map(|t| t.to_device(cuda).unwrap().to_variable()).collect();
@@ -73,4 +74,49 @@ fn a_cpu_tensor_moved_to_cuda_gets_its_gradient_on_the_cpu() {
     let gx = g.get(&x).unwrap();
     assert_eq!(gx.device(), Device::Cpu);
     assert_eq!(gx.to_vec::<f32>().unwrap(), vec![2.0, -4.0, 6.0]);
+}
+
+#[test]
+fn softmax_over_any_dim_and_cross_entropy_through_autograd_equal_the_cpu() {
+    let Some(_dev) = gpu("softmax/cross_entropy tensors") else { return };
+    let cuda = Device::Cuda(0);
+    let x = Tensor::from_vec(uniform(6 * 11 * 5, -4.0, 4.0, 90), &[6, 11, 5]).unwrap();
+    let w = Tensor::from_vec(uniform(6 * 11 * 5, -1.0, 1.0, 91), &[6, 11, 5]).unwrap();
+    for (dim, log) in [(2isize, false), (1, true), (0, false)] {
+        let (cx, gx) = (x.to_variable(), x.to_device(cuda).unwrap().to_variable());
+        let f = |t: &Tensor, w: &Tensor| {
+            let y = if log { t.log_softmax(dim) } else { t.softmax(dim) }.unwrap();
+            y.mul(w).unwrap().sum_all().unwrap()
+        };
+        let (lc, lg) = (f(&cx, &w), f(&gx, &w.to_device(cuda).unwrap()));
+        assert_close(
+            &format!("softmax dim {dim} log {log}"),
+            &lg.to_vec::<f32>().unwrap(),
+            &lc.to_vec_f64().unwrap(),
+            1e-5,
+            1e-5,
+        );
+        let (gc, gg) = (lc.backward().unwrap(), lg.backward().unwrap());
+        let want = gc.get(&cx).unwrap().to_vec_f64().unwrap();
+        assert_close(
+            &format!("softmax dim {dim} log {log} gradient"),
+            &gg.get(&gx).unwrap().to_vec::<f32>().unwrap(),
+            &want,
+            1e-5,
+            1e-4,
+        );
+    }
+    let logits = Tensor::from_vec(uniform(37 * 10, -3.0, 3.0, 92), &[37, 10]).unwrap();
+    let targets: Vec<usize> = (0..37).map(|i| (i * 7) % 10).collect();
+    for smoothing in [0.0, 0.1] {
+        let (cx, gx) = (logits.to_variable(), logits.to_device(cuda).unwrap().to_variable());
+        let (lc, lg) = (cx.cross_entropy(&targets, smoothing).unwrap(), gx.cross_entropy(&targets, smoothing).unwrap());
+        assert_eq!(lg.device(), cuda);
+        assert_close("cross entropy", &lg.to_vec::<f32>().unwrap(), &lc.to_vec_f64().unwrap(), 1e-6, 1e-5);
+        // Scale the loss so the upstream gradient is not 1.
+        let (gc, gg) =
+            (lc.mul_scalar(3.0).unwrap().backward().unwrap(), lg.mul_scalar(3.0).unwrap().backward().unwrap());
+        let want = gc.get(&cx).unwrap().to_vec_f64().unwrap();
+        assert_close("cross entropy gradient", &gg.get(&gx).unwrap().to_vec::<f32>().unwrap(), &want, 1e-6, 1e-4);
+    }
 }

@@ -6,7 +6,8 @@
 //
 // Rounding as the CPU: the CPU forms its scalar constants in f64 and rounds them to f32 once
 // (decay, lr / bc1, 1 / sqrt(bc2), ...); here they are formed the same way in f64 from the f32
-// arguments. The per-element arithmetic is f32 in the CPU's order, and since Rust never fuses
+// arguments, except 1 - beta, formed from the betas passed as double (1 - f32(0.999) is 1.3e-5
+// off 1 - 0.999). The per-element arithmetic is f32 in the CPU's order, and since Rust never fuses
 // `a*b + c` into an FMA (NVRTC runs with --fmad=true), every product that feeds an add or a
 // subtraction is written __fmul_rn, which the compiler does not contract.
 // Self-contained: no #include.
@@ -57,17 +58,18 @@ __device__ __forceinline__ void update_moments(float g, float grad_scale, float 
 //   p = p * (1 - lr wd) - (lr / bc1) m / (sqrt(v) / sqrt(bc2) + eps)
 // weight_decay is the parameter's effective decay (wd * wd_scale, 0 for no-decay params);
 // bias_c1 = 1 - beta1^t, bias_c2 = 1 - beta2^t.
-extern "C" __global__ void adamw_f32(float* p, const float* g, float* m, float* v, int n, float lr, float beta1,
-                                     float beta2, float eps, float weight_decay, float bias_c1, float bias_c2,
+extern "C" __global__ void adamw_f32(float* p, const float* g, float* m, float* v, int n, float lr, double beta1,
+                                     double beta2, float eps, float weight_decay, float bias_c1, float bias_c2,
                                      float grad_scale) {
-    float one_b1 = (float)(1.0 - (double)beta1);
-    float one_b2 = (float)(1.0 - (double)beta2);
+    float b1 = (float)beta1, b2 = (float)beta2;
+    float one_b1 = (float)(1.0 - beta1);
+    float one_b2 = (float)(1.0 - beta2);
     float decay = (float)(1.0 - (double)lr * (double)weight_decay);
     float step = (float)((double)lr / (double)bias_c1);
     float inv_sqrt_bc2 = (float)(1.0 / sqrt((double)bias_c2));
     FOR_EACH(i, n) {
         float mi = m[i], vi = v[i];
-        update_moments(g[i], grad_scale, beta1, one_b1, beta2, one_b2, mi, vi);
+        update_moments(g[i], grad_scale, b1, one_b1, b2, one_b2, mi, vi);
         m[i] = mi;
         v[i] = vi;
         p[i] = __fmul_rn(p[i], decay) - __fmul_rn(step, mi) / (__fmul_rn(sqrtf(vi), inv_sqrt_bc2) + eps);
@@ -83,16 +85,17 @@ extern "C" __global__ void adamw_f32(float* p, const float* g, float* m, float* 
 // rounded to f32; no atomics, so deterministic). p is not modified here. With
 // bias_correction off the caller passes bias_c1 = bias_c2 = 1. gridDim.x <= 1024.
 extern "C" __global__ void lamb_stage1_f32(const float* p, const float* g, float* m, float* v, float* update, int n,
-                                           float beta1, float beta2, float eps, float weight_decay, float bias_c1,
+                                           double beta1, double beta2, float eps, float weight_decay, float bias_c1,
                                            float bias_c2, float grad_scale, float* partial) {
-    float one_b1 = (float)(1.0 - (double)beta1);
-    float one_b2 = (float)(1.0 - (double)beta2);
+    float b1 = (float)beta1, b2 = (float)beta2;
+    float one_b1 = (float)(1.0 - beta1);
+    float one_b2 = (float)(1.0 - beta2);
     float inv_bc1 = (float)(1.0 / (double)bias_c1);
     float inv_sqrt_bc2 = (float)(1.0 / sqrt((double)bias_c2));
     double wsq = 0.0, usq = 0.0;
     FOR_EACH(i, n) {
         float mi = m[i], vi = v[i];
-        update_moments(g[i], grad_scale, beta1, one_b1, beta2, one_b2, mi, vi);
+        update_moments(g[i], grad_scale, b1, one_b1, b2, one_b2, mi, vi);
         m[i] = mi;
         v[i] = vi;
         float w = p[i];

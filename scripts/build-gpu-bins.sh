@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Builds, strips and gathers what scripts/gpu-check.sh runs on the GPU machine (which has no Rust
+# toolchain) into target/gpu-bin/: the CUDA parity test binaries and the GPU bench.
+# Then, with the device tool: carry ["target/gpu-bin"], run `bash scripts/gpu-check.sh`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=target/gpu-bin
+rm -rf "$out" && mkdir -p "$out"
+# The path of a test binary: `test_binary PACKAGE TEST`.
+test_binary() {
+  cargo test --release -p "$1" --test "$2" --no-run --message-format=json 2>/dev/null | python3 -c '
+import sys, json
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == sys.argv[1] and m.get("executable"):
+        print(m["executable"])' "$2"
+}
+cp "$(test_binary spark-engine cuda)" "$out/cuda-tests"
+cp "$(test_binary spark-nn cuda_models)" "$out/cuda-models-tests"
+cargo build --release -p spark-engine --example cuda_bench
+cp target/release/examples/cuda_bench "$out/cuda_bench"
+strip "$out"/*
+ls -la "$out"

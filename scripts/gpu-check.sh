@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The GPU check, run on the GPU machine from binaries built here by scripts/build-gpu-bins.sh:
+#   1. the CUDA parity tests (every kernel and op against its CPU twin; a skip is a failure),
+#   2. our GPU bench (GEMM f32 / bf16, bandwidth),
+#   3. PyTorch's numbers for the same products on the same GPU, in the same run.
+# Prints one summary at the end. Under 8 minutes on an H200.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bin=target/gpu-bin
+export SPARK_REQUIRE_CUDA=1 SPARK_KERNEL_CACHE=${SPARK_KERNEL_CACHE:-/tmp/spark-kernels}
+echo "== machine"; nvidia-smi -L 2>/dev/null || true; date -u
+echo "== 1. CUDA parity tests"
+t0=$(date +%s)
+timeout 150 "$bin/cuda-tests" --test-threads=1 2>&1 | tee /tmp/parity.log | grep -v "^test .* ok$" | tail -150
+parity_rc=${PIPESTATUS[0]}
+echo "== 1b. whole models on CUDA vs the CPU (ResNet-18/50, ConvNeXt V1/V2)"
+timeout 150 "$bin/cuda-models-tests" --test-threads=1 --nocapture 2>&1 | tee -a /tmp/parity.log | grep -v "^test .* ok$" | tail -60
+models_rc=${PIPESTATUS[0]}
+[ "$parity_rc" = 0 ] && parity_rc=$models_rc
+echo "parity: rc $parity_rc in $(( $(date +%s) - t0 )) s; $(grep -c ' ok$' /tmp/parity.log) ok, $(grep -c 'FAILED$' /tmp/parity.log) failed"
+echo "== 2. spark-rs CUDA bench"
+timeout 60 "$bin/cuda_bench" 2>&1 | tee /tmp/bench.log
+echo "== 3. PyTorch (cuBLAS) on the same GPU, same run"
+timeout 90 python3 - <<'PY' 2>&1 | tee /tmp/torch.log
+import torch, time
+torch.backends.cuda.matmul.allow_tf32 = False
+def t(f, reps=10):
+    for _ in range(3): f()
+    torch.cuda.synchronize(); xs = []
+    for _ in range(reps):
+        s = time.perf_counter(); f(); torch.cuda.synchronize(); xs.append((time.perf_counter() - s) * 1e3)
+    return sorted(xs)[len(xs) // 2]
+print("| torch op | shape | ms | TFLOP/s or GB/s |\n|---|---|---|---|")
+for n, dt in [(4096, torch.float32), (4096, torch.bfloat16), (8192, torch.bfloat16), (2048, torch.float32), (2048, torch.bfloat16)]:
+    a = torch.randn(n, n, device="cuda", dtype=dt); b = torch.randn(n, n, device="cuda", dtype=dt)
+    ms = t(lambda: a @ b)
+    print(f"| matmul {str(dt)[6:]} | {n}^3 | {ms:.3f} | {2*n**3/ms/1e9:.1f} TFLOP/s |")
+n = 64 << 20
+x = torch.ones(n, device="cuda"); y = torch.ones(n, device="cuda")
+ms = t(lambda: x + y, 20); print(f"| add f32 | {n} elements | {ms:.3f} | {12*n/ms/1e6:.0f} GB/s |")
+ms = t(lambda: (x * x).sum(), 20); print(f"| x*x sum f32 | {n} elements | {ms:.3f} | {4*n/ms/1e6:.0f} GB/s |")
+PY
+echo "== summary"
+grep -E "^test result|panicked|FAILED" /tmp/parity.log | head -40
+cat /tmp/bench.log /tmp/torch.log | grep "^|" | grep -v "^|---"
+exit $parity_rc
