@@ -296,10 +296,10 @@ impl Tensor {
     }
     /// Any dtype, converted to f64 (for tests and reports).
     pub fn to_vec_f64(&self) -> Result<Vec<f64>> {
-        self.to_dtype(DType::F64)?.to_vec::<f64>()
+        self.detach().to_device(Device::Cpu)?.to_dtype(DType::F64)?.to_vec::<f64>()
     }
     pub fn to_vec_f32(&self) -> Result<Vec<f32>> {
-        self.to_dtype(DType::F32)?.to_vec::<f32>()
+        self.detach().to_device(Device::Cpu)?.to_dtype(DType::F32)?.to_vec::<f32>()
     }
     /// The single element of a one-element tensor, as f64.
     pub fn to_scalar(&self) -> Result<f64> {
