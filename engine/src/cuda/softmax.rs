@@ -136,7 +136,7 @@ pub(crate) fn softmax(x: &Tensor, d: usize, log: bool) -> Result<Tensor> {
         return softmax(&moved, last, log)?.transpose(d as isize, last as isize);
     }
     let cols = x.dims()[last];
-    let rows = if cols == 0 { 0 } else { x.numel() / cols };
+    let rows = x.numel().checked_div(cols).unwrap_or(0);
     let y = with_f32(x, name, |dev, xs| dev.softmax_rows(xs, rows, cols, log))?;
     Ok(from_f32(&device_of(x)?, y, x.dims()).attach_op(vec![x.clone()], SoftmaxRowsOp { log }))
 }

@@ -62,7 +62,7 @@ impl UnaryKind {
             UnaryKind::Gelu => Unary::Gelu,
             UnaryKind::Sigmoid => Unary::Sigmoid,
             UnaryKind::Tanh => Unary::Tanh,
-            UnaryKind::Pow(p) if p == 2.0 => Unary::Sqr,
+            UnaryKind::Pow(2.0) => Unary::Sqr,
             UnaryKind::Affine(..) | UnaryKind::Pow(_) | UnaryKind::Clamp(..) => return None,
         })
     }
@@ -313,7 +313,7 @@ fn cuda_backward(kind: UnaryKind, x: &Tensor, y: &Tensor, g: &Tensor) -> Result<
         UnaryKind::Log => g.div(&x),
         UnaryKind::Sqrt => g.div(&y)?.mul_scalar(0.5),
         UnaryKind::Rsqrt => g.mul(&y.sqr()?.mul(&y)?)?.mul_scalar(-0.5),
-        UnaryKind::Pow(p) if p == 2.0 => g.mul(&x)?.mul_scalar(2.0),
+        UnaryKind::Pow(2.0) => g.mul(&x)?.mul_scalar(2.0),
         UnaryKind::Relu => crate::cuda::ops::unary_backward(Unary::Relu, &x, &g),
         UnaryKind::Relu6 => crate::cuda::ops::unary_backward(Unary::Relu6, &x, &g),
         UnaryKind::Gelu => crate::cuda::ops::unary_backward(Unary::Gelu, &x, &g),

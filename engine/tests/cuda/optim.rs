@@ -42,10 +42,10 @@ impl Reference {
     fn moments(&mut self, h: &Hyper, g: &[f32], correct: bool) -> (f64, f64) {
         self.t += 1;
         let s = inv_clip(g, h.max_grad_norm);
-        for i in 0..g.len() {
-            let gi = g[i] as f64 * s;
-            self.m[i] = h.beta1 * self.m[i] + (1.0 - h.beta1) * gi;
-            self.v[i] = h.beta2 * self.v[i] + (1.0 - h.beta2) * gi * gi;
+        for ((m, v), &g) in self.m.iter_mut().zip(self.v.iter_mut()).zip(g) {
+            let gi = g as f64 * s;
+            *m = h.beta1 * *m + (1.0 - h.beta1) * gi;
+            *v = h.beta2 * *v + (1.0 - h.beta2) * gi * gi;
         }
         if correct {
             (1.0 - h.beta1.powi(self.t), 1.0 - h.beta2.powi(self.t))
