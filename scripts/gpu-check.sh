@@ -20,7 +20,9 @@ models_rc=${PIPESTATUS[0]}
 echo "parity: rc $parity_rc in $(( $(date +%s) - t0 )) s; $(grep -c ' ok$' /tmp/parity.log) ok, $(grep -c 'FAILED$' /tmp/parity.log) failed"
 echo "== 2. spark-rs CUDA bench"
 timeout 60 "$bin/cuda_bench" 2>&1 | tee /tmp/bench.log
-echo "== 3. PyTorch (cuBLAS) on the same GPU, same run"
+echo "== 2b. dense training steps (forward + cross entropy + backward, no optimizer)"
+for m in resnet50 convnext_tiny; do timeout 90 "$bin/cuda_step" $m 128 224 5 2>&1 | tee -a /tmp/bench.log; done
+echo "== 3. PyTorch (cuBLAS / cuDNN) on the same GPU, same run"
 timeout 90 python3 - <<'PY' 2>&1 | tee /tmp/torch.log
 import torch, time
 torch.backends.cuda.matmul.allow_tf32 = False
@@ -39,6 +41,23 @@ n = 64 << 20
 x = torch.ones(n, device="cuda"); y = torch.ones(n, device="cuda")
 ms = t(lambda: x + y, 20); print(f"| add f32 | {n} elements | {ms:.3f} | {12*n/ms/1e6:.0f} GB/s |")
 ms = t(lambda: (x * x).sum(), 20); print(f"| x*x sum f32 | {n} elements | {ms:.3f} | {4*n/ms/1e6:.0f} GB/s |")
+del x, y
+try:
+    import torchvision
+    for name in ["resnet50", "convnext_tiny"]:
+        for tf32 in [False, True]:
+            torch.backends.cudnn.allow_tf32 = tf32; torch.backends.cuda.matmul.allow_tf32 = tf32
+            m = getattr(torchvision.models, name)(num_classes=1000).cuda().train()
+            xb = torch.randn(128, 3, 224, 224, device="cuda"); tb = torch.randint(0, 1000, (128,), device="cuda")
+            def step():
+                m.zero_grad(set_to_none=True)
+                torch.nn.functional.cross_entropy(m(xb), tb).backward()
+            torch.cuda.reset_peak_memory_stats()
+            ms = t(step, 5)
+            print(f"| torch {name} fwd+bwd {'tf32' if tf32 else 'f32'} | 128 x 224px | {ms:.1f} ms | {128/ms*1e3:.0f} img/s | peak {torch.cuda.max_memory_allocated()/2**30:.1f} GiB |")
+            del m, xb
+except Exception as e:
+    print("torchvision step skipped:", e)
 PY
 echo "== summary"
 grep -E "^test result|panicked|FAILED" /tmp/parity.log | head -40

@@ -192,7 +192,7 @@ impl CudaDevice {
                         Some(col) => col.slice(gi * k * l..),
                         None => x.slice((n0 * g.cin + gi * cg) * l..),
                     };
-                    self.gemm_f32(
+                    self.gemm(
                         &s,
                         1.0,
                         &w.slice(gi * og * k..),
@@ -256,10 +256,10 @@ impl CudaDevice {
                 };
                 let (a, b) = (w.slice(gi * og * k..), gy.slice((n0 * g.cout + gi * og) * l..));
                 match col.as_mut() {
-                    Some(col) => self.gemm_f32(&s, 1.0, &a, &b, 0.0, &mut col.slice_mut(gi * k * l..))?,
+                    Some(col) => self.gemm(&s, 1.0, &a, &b, 0.0, &mut col.slice_mut(gi * k * l..))?,
                     None => {
                         let s = GemmShape { stride_c: g.cin * l, ..s };
-                        self.gemm_f32(&s, 1.0, &a, &b, 0.0, &mut gx.slice_mut((n0 * g.cin + gi * cg) * l..))?
+                        self.gemm(&s, 1.0, &a, &b, 0.0, &mut gx.slice_mut((n0 * g.cin + gi * cg) * l..))?
                     }
                 }
             }
@@ -328,7 +328,7 @@ impl CudaDevice {
                     None => x.slice((n0 * g.cin + gi * cg) * l..),
                 };
                 let s = if pointwise { GemmShape { stride_b: g.cin * l, ..s } } else { s };
-                self.gemm_f32(
+                self.gemm(
                     &s,
                     1.0,
                     &gy.slice((n0 * g.cout + gi * og) * l..),

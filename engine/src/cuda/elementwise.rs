@@ -5,7 +5,7 @@ use super::compile::{ELEMENTWISE, GEMM_BF16};
 use super::launch::{self, int, launch};
 use super::CudaDevice;
 use crate::Result;
-use cudarc::driver::{CudaSlice, DeviceRepr};
+use cudarc::driver::{CudaSlice, CudaView, DeviceRepr};
 
 /// Most dims a strided or broadcast kernel walks (after merging contiguous runs).
 pub const MAX_DIMS: usize = 6;
@@ -202,7 +202,7 @@ impl CudaDevice {
     }
 
     /// f32 -> bf16 bits, round to nearest even.
-    pub fn cast_to_bf16(&self, x: &CudaSlice<f32>, n: usize) -> Result<CudaSlice<u16>> {
+    pub fn cast_to_bf16(&self, x: &CudaView<f32>, n: usize) -> Result<CudaSlice<u16>> {
         let mut y = self.alloc::<u16>(n)?;
         let ni = int(n, "cast_to_bf16")?;
         launch!(self, GEMM_BF16, "cast_f32_to_bf16", launch::elementwise(n), x, &mut y, &ni);

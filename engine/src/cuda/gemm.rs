@@ -49,7 +49,7 @@ impl GemmShape {
     }
 
     /// Elements each operand must hold.
-    fn extents(&self) -> (usize, usize, usize) {
+    pub(crate) fn extents(&self) -> (usize, usize, usize) {
         let last = |stride: usize, rows: usize, ld: usize, cols: usize| {
             if rows == 0 || cols == 0 {
                 0

@@ -8,6 +8,7 @@
 //! disk cache), `storage.rs` (a tensor's device memory), `launch.rs` (launch geometry) and one
 //! wrapper file per kernel family beside its `.cu` file.
 
+mod autocast;
 pub mod compile;
 mod conv;
 mod device;

@@ -117,7 +117,7 @@ pub(crate) fn matmul(a: &Tensor, b: &Tensor, batch: &[usize], m: usize, k: usize
     let dev = device_of(a)?;
     let mut c = dev.alloc::<f32>(nb * m * n)?;
     with_f32(&ca, "matmul", |dev, x| {
-        with_f32(&cb, "matmul", |_, y| dev.gemm_f32(&s, 1.0, &x.slice(..), &y.slice(..), 0.0, &mut c.slice_mut(..)))
+        with_f32(&cb, "matmul", |_, y| dev.gemm(&s, 1.0, &x.slice(..), &y.slice(..), 0.0, &mut c.slice_mut(..)))
     })?;
     let mut shape = batch.to_vec();
     shape.extend([m, n]);

@@ -173,7 +173,7 @@ pub(crate) fn cast(t: &Tensor, dtype: DType) -> Result<Tensor> {
     let n = t.numel();
     let out = match (t.dtype(), dtype) {
         (DType::F32, DType::BF16) => {
-            let bits = with_f32(t, "to_dtype", |dev, x| dev.cast_to_bf16(x, n))?;
+            let bits = with_f32(t, "to_dtype", |dev, x| dev.cast_to_bf16(&x.slice(..), n))?;
             CudaData::BF16(bits)
         }
         (DType::BF16, DType::F32) => {

@@ -75,3 +75,50 @@ fn conv_transpose2d_forward_and_backward_equal_the_cpu() {
         });
     }
 }
+
+#[test]
+fn bf16_autocast_convs_and_matmul_run_on_the_tensor_cores_within_bf16_error() {
+    use spark_engine::{MatmulPrecision, PrecisionScope};
+    let Some(_dev) = gpu("bf16 autocast conv") else { return };
+    let cuda = Device::Cuda(0);
+    // Operands rounded to bf16 (8 significant bits) and f32 accumulation: each product is off
+    // by at most ~2^-8 relative, so a sum of K products of values in [-1, 1] by at most
+    // K * 2^-8 and typically sqrt(K) * 2^-9. The exact bf16 GEMM is tested in gemm.rs; this
+    // checks that the convs and matmul take it under autocast, forward and backward.
+    let cases: Vec<(&str, [usize; 4], [usize; 4], Conv2dParams)> = vec![
+        ("3x3 s1 p1", [2, 16, 13, 11], [24, 16, 3, 3], Conv2dParams::new(1, 1)),
+        ("1x1", [2, 32, 9, 7], [48, 32, 1, 1], Conv2dParams::new(1, 0)),
+        ("7x7 s2 p3", [2, 3, 32, 30], [16, 3, 7, 7], Conv2dParams::new(2, 3)),
+    ];
+    for (i, (name, xs, ws, p)) in cases.into_iter().enumerate() {
+        let s = 200 + 10 * i as u64;
+        let (x, w) = (rand(&xs, s), rand(&ws, s + 1));
+        let (cx, cw) = (x.to_variable(), w.to_variable());
+        let y = cx.conv2d(&cw, None, p).unwrap();
+        let gy = rand(y.dims(), 99);
+        let grads = y.backward_with(&gy).unwrap();
+        let (gx, gw) = (x.to_device(cuda).unwrap().to_variable(), w.to_device(cuda).unwrap().to_variable());
+        let f32_out = gx.conv2d(&gw, None, p).unwrap().to_vec::<f32>().unwrap();
+        let _bf16 = PrecisionScope::new(MatmulPrecision::Bf16);
+        let yg = gx.conv2d(&gw, None, p).unwrap();
+        let ggrads = yg.backward_with(&gy.to_device(cuda).unwrap()).unwrap();
+        drop(_bf16);
+        let out = yg.to_vec::<f32>().unwrap();
+        assert!(out.iter().zip(&f32_out).any(|(a, b)| a != b), "{name}: bf16 autocast changed nothing");
+        let k = (ws[1] * ws[2] * ws[3]) as f64;
+        let tol = 4.0 * k.sqrt() * 2f64.powi(-9);
+        assert_close(&format!("bf16 {name}: output"), &out, &y.to_vec_f64().unwrap(), tol, 0.0);
+        for (what, c, g) in [("input", &cx, &gx), ("weight", &cw, &gw)] {
+            let want = grads.get(c).unwrap().to_vec_f64().unwrap();
+            let got = ggrads.get(g).unwrap().to_vec::<f32>().unwrap();
+            // Gradient sums run over output positions or channels: scale by their largest entry.
+            let scale = want.iter().fold(1.0f64, |a, &v| a.max(v.abs()));
+            assert_close(&format!("bf16 {name}: {what} gradient"), &got, &want, 0.02 * scale, 0.0);
+        }
+    }
+    let (a, b) = (rand(&[3, 40, 70], 300), rand(&[70, 33], 301));
+    let want = a.matmul(&b).unwrap().to_vec_f64().unwrap();
+    let _bf16 = PrecisionScope::new(MatmulPrecision::Bf16);
+    let got = a.to_device(cuda).unwrap().matmul(&b.to_device(cuda).unwrap()).unwrap();
+    assert_close("bf16 matmul", &got.to_vec::<f32>().unwrap(), &want, 4.0 * 70f64.sqrt() * 2f64.powi(-9), 0.0);
+}

@@ -162,7 +162,7 @@ fn casts_round_to_nearest_even_like_the_cpu() {
     v.extend([0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, 1.0 + f32::EPSILON, 3.0e38, 1.0e-40]);
     let want: Vec<u16> = v.iter().map(|&x| half::bf16::from_f32(x).to_bits()).collect();
     let d = dev.upload(&v).unwrap();
-    let bits = dev.cast_to_bf16(&d, v.len()).unwrap();
+    let bits = dev.cast_to_bf16(&d.slice(..), v.len()).unwrap();
     assert_eq!(dev.download(&bits, v.len()).unwrap(), want);
     let back = dev.download(&dev.cast_to_f32(&bits, v.len()).unwrap(), v.len()).unwrap();
     let want_back: Vec<f32> = want.iter().map(|&b| half::bf16::from_bits(b).to_f32()).collect();

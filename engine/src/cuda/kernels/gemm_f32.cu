@@ -31,9 +31,13 @@
 
 #define GF_BM 128
 #define GF_BN 128
+#ifndef GF_BK
 #define GF_BK 8
+#endif
 #define GF_PITCH 132                    // 128 + 4 floats: conflict-free transposing stores
 #define GF_LOADS (GF_BK / 8)            // 4-float load units per thread per operand per tile
+#define GF_STAGE (GF_BK * GF_PITCH)     // floats per shared stage of one operand
+#define GF_SWZ 8                        // block rows per group of the block-index swizzle
 
 #ifndef GEMM_HOST_EMULATION
 // Global-memory accessors (read-only path for A and B).
@@ -81,24 +85,74 @@ __device__ __forceinline__ void gf_load_unit(const float* P, int ld, int mnExt, 
     }
 }
 
-// Stores one unit into the k-major shared tile S[k][mn] (tile-local coordinates).
+// Stores one unit into the k-major shared tile S[k*GF_PITCH + mn] (tile-local coordinates).
 template <bool KC>
-__device__ __forceinline__ void gf_store_unit(float (*S)[GF_PITCH], int mn, int k, const float (&r)[4]) {
+__device__ __forceinline__ void gf_store_unit(float* S, int mn, int k, const float (&r)[4]) {
     if (KC) {
 #pragma unroll
-        for (int i = 0; i < 4; ++i) S[k + i][mn] = r[i];
+        for (int i = 0; i < 4; ++i) S[(k + i) * GF_PITCH + mn] = r[i];
     } else {
         float4 v;
         v.x = r[0]; v.y = r[1]; v.z = r[2]; v.w = r[3];
-        *reinterpret_cast<float4*>(&S[k][mn]) = v;
+        *reinterpret_cast<float4*>(&S[k * GF_PITCH + mn]) = v;
     }
 }
 
 // Tile-local coordinates of load unit u of thread tid.
 template <bool KC>
 __device__ __forceinline__ void gf_unit_coord(int tid, int u, int& mn, int& k) {
-    if (KC) { mn = tid >> 1; k = (tid & 1) * 4 + u * 8; }     // 128 rows x 2 units of 4 k
-    else    { k = (tid >> 5) + u * 8; mn = (tid & 31) * 4; }  // 8 k-rows x 32 units of 4 mn
+    if (KC) { mn = tid >> 1; k = (tid & 1) * 4 + u * 8; }     // 128 rows x (GF_BK/4) units of 4 k
+    else    { k = (tid >> 5) + u * 8; mn = (tid & 31) * 4; }  // GF_BK k-rows x 32 units of 4 mn
+}
+
+// Fast path: loads this thread's units of one operand tile with plain float4 loads, p pointing
+// at the thread's first unit of the tile (already clamped inside the matrix, see gemm_f32_body).
+__device__ __forceinline__ void gf_load_fast(const float* p, long long uStep, float (&r)[GF_LOADS][4]) {
+#pragma unroll
+    for (int u = 0; u < GF_LOADS; ++u) {
+        const float4 v = gf_ld4(p + u * uStep);
+        r[u][0] = v.x; r[u][1] = v.y; r[u][2] = v.z; r[u][3] = v.w;
+    }
+}
+
+// General path: bounds-checked loads of this thread's units of the operand tile at k = kb.
+template <bool KC>
+__device__ __forceinline__ void gf_load_gen(const float* P, int ld, int mnExt, int K, int tid, int kb, bool vec,
+                                            float (&r)[GF_LOADS][4]) {
+#pragma unroll
+    for (int u = 0; u < GF_LOADS; ++u) {
+        int mn, k;
+        gf_unit_coord<KC>(tid, u, mn, k);
+        gf_load_unit<KC>(P, ld, mnExt, K, mn, kb + k, vec, r[u]);
+    }
+}
+
+// Stores this thread's units of one operand tile into the shared stage S.
+template <bool KC>
+__device__ __forceinline__ void gf_store_tile(float* S, int tid, const float (&r)[GF_LOADS][4]) {
+#pragma unroll
+    for (int u = 0; u < GF_LOADS; ++u) {
+        int mn, k;
+        gf_unit_coord<KC>(tid, u, mn, k);
+        gf_store_unit<KC>(S, mn, k, r[u]);
+    }
+}
+
+// One K tile of the 8x8 register block from the shared stages at aS/bS (thread offsets applied).
+__device__ __forceinline__ void gf_compute_tile(const float* aS, const float* bS, float (&acc)[8][8]) {
+#pragma unroll
+    for (int k = 0; k < GF_BK; ++k) {
+        const float4 a0 = *reinterpret_cast<const float4*>(aS + k * GF_PITCH);
+        const float4 a1 = *reinterpret_cast<const float4*>(aS + k * GF_PITCH + 64);
+        const float4 b0 = *reinterpret_cast<const float4*>(bS + k * GF_PITCH);
+        const float4 b1 = *reinterpret_cast<const float4*>(bS + k * GF_PITCH + 64);
+        const float a[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+        const float b[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
+#pragma unroll
+        for (int i = 0; i < 8; ++i)
+#pragma unroll
+            for (int j = 0; j < 8; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+    }
 }
 
 template <bool AKC, bool BKC>
@@ -106,16 +160,32 @@ __device__ __forceinline__ void gemm_f32_body(int M, int N, int K, float alpha,
                                               const float* A, int lda, long long strideA,
                                               const float* B, int ldb, long long strideB,
                                               float beta, float* C, int ldc, long long strideC) {
-    __shared__ __align__(16) float As[2][GF_BK][GF_PITCH];
-    __shared__ __align__(16) float Bs[2][GF_BK][GF_PITCH];
+    __shared__ __align__(16) float As[2 * GF_STAGE];
+    __shared__ __align__(16) float Bs[2 * GF_STAGE];
 
     const int tid = threadIdx.x;
+
+    // Block-index swizzle (bijective on the grid): consecutive blocks walk down groups of up to
+    // GF_SWZ block rows before moving right, so blocks running together share B column panels.
+    int bx, by;
+    {
+        const int gx = (int)gridDim.x, gy = (int)gridDim.y;
+        const int pid = (int)blockIdx.y * gx + (int)blockIdx.x;
+        const int per = GF_SWZ * gx;
+        const int g = pid / per;
+        const int fy = g * GF_SWZ;
+        const int gs = min(gy - fy, GF_SWZ);
+        const int r = pid - g * per;
+        by = fy + r % gs;
+        bx = r / gs;
+    }
+
     const long long bz = blockIdx.z;
     A += bz * strideA;
     B += bz * strideB;
     C += bz * strideC;
-    const int m0 = blockIdx.y * GF_BM;
-    const int n0 = blockIdx.x * GF_BN;
+    const int m0 = by * GF_BM;
+    const int n0 = bx * GF_BN;
 
     // Block-uniform vector-path checks.
     const bool vecA = ((lda & 3) == 0) && ((reinterpret_cast<unsigned long long>(A) & 15ull) == 0);
@@ -129,13 +199,6 @@ __device__ __forceinline__ void gemm_f32_body(int M, int N, int K, float alpha,
     const int mExt = M - m0;   // >= 1
     const int nExt = N - n0;   // >= 1
 
-    int amn[GF_LOADS], ak[GF_LOADS], bmn[GF_LOADS], bk[GF_LOADS];
-#pragma unroll
-    for (int u = 0; u < GF_LOADS; ++u) {
-        gf_unit_coord<AKC>(tid, u, amn[u], ak[u]);
-        gf_unit_coord<BKC>(tid, u, bmn[u], bk[u]);
-    }
-
     const int warp = tid >> 5, lane = tid & 31;
     const int r0 = (warp >> 1) * 16 + (lane >> 3) * 4;
     const int c0 = (warp & 1) * 32 + (lane & 7) * 4;
@@ -146,55 +209,75 @@ __device__ __forceinline__ void gemm_f32_body(int M, int N, int K, float alpha,
 #pragma unroll
         for (int j = 0; j < 8; ++j) acc[i][j] = 0.0f;
 
-    const int numK = (K + GF_BK - 1) / GF_BK;
+    const int numK = (K + GF_BK - 1) / GF_BK;   // K tiles
+    const int numFull = K / GF_BK;              // K tiles with every k < K
+
+    // Fast path (block-uniform): both operands take the vector path and every load unit of this
+    // thread can be pointed inside the matrix. A unit outside the block's M (N) range is clamped
+    // to a unit inside it: it then feeds only accumulator rows (cols) >= M (N), which the epilogue
+    // never stores, so any finite or non-finite value there is harmless. A KC unit (mn, k..k+3)
+    // clamps its row mn to mnExt-1; a !KC unit (mn..mn+3, k) needs mnExt % 4 == 0 (units are then
+    // entirely inside or outside) and clamps mn to mnExt-4. Fast tiles are kt < numFull, so k is
+    // always inside. The thread's unit pointer advances one tile (tStep) per load.
+    bool fast = vecA && vecB;
+    if (!AKC) fast = fast && (mExt >= GF_BM || (mExt & 3) == 0);
+    if (!BKC) fast = fast && (nExt >= GF_BN || (nExt & 3) == 0);
+
     float ra[GF_LOADS][4], rb[GF_LOADS][4];
+    int so = 0;  // offset of the shared stage being consumed (0 or GF_STAGE)
+    int kt = 0;  // K tile being consumed
 
-    if (numK > 0) {
-#pragma unroll
-        for (int u = 0; u < GF_LOADS; ++u) {
-            gf_load_unit<AKC>(Ab, lda, mExt, K, amn[u], ak[u], vecA, ra[u]);
-            gf_load_unit<BKC>(Bb, ldb, nExt, K, bmn[u], bk[u], vecB, rb[u]);
-        }
-#pragma unroll
-        for (int u = 0; u < GF_LOADS; ++u) {
-            gf_store_unit<AKC>(As[0], amn[u], ak[u], ra[u]);
-            gf_store_unit<BKC>(Bs[0], bmn[u], bk[u], rb[u]);
-        }
+    if (fast && numFull > 0) {
+        int amn, ak, bmn, bk;
+        gf_unit_coord<AKC>(tid, 0, amn, ak);
+        gf_unit_coord<BKC>(tid, 0, bmn, bk);
+        amn = AKC ? min(amn, mExt - 1) : min(amn, mExt - 4);
+        bmn = BKC ? min(bmn, nExt - 1) : min(bmn, nExt - 4);
+        const long long uStepA = AKC ? 8 : 8LL * lda, tStepA = AKC ? GF_BK : (long long)GF_BK * lda;
+        const long long uStepB = BKC ? 8 : 8LL * ldb, tStepB = BKC ? GF_BK : (long long)GF_BK * ldb;
+        const float* pa = AKC ? Ab + (long long)amn * lda + ak : Ab + (long long)ak * lda + amn;
+        const float* pb = BKC ? Bb + (long long)bmn * ldb + bk : Bb + (long long)bk * ldb + bmn;
+
+        gf_load_fast(pa, uStepA, ra);
+        gf_load_fast(pb, uStepB, rb);
+        gf_store_tile<AKC>(As, tid, ra);
+        gf_store_tile<BKC>(Bs, tid, rb);
         __syncthreads();
-
-        for (int kt = 0; kt < numK; ++kt) {
-            const int cur = kt & 1;
-            const bool more = (kt + 1 < numK);
-            if (more) {
-                const int kb = (kt + 1) * GF_BK;
-#pragma unroll
-                for (int u = 0; u < GF_LOADS; ++u) {
-                    gf_load_unit<AKC>(Ab, lda, mExt, K, amn[u], kb + ak[u], vecA, ra[u]);
-                    gf_load_unit<BKC>(Bb, ldb, nExt, K, bmn[u], kb + bk[u], vecB, rb[u]);
-                }
-            }
-#pragma unroll
-            for (int k = 0; k < GF_BK; ++k) {
-                const float4 a0 = *reinterpret_cast<const float4*>(&As[cur][k][r0]);
-                const float4 a1 = *reinterpret_cast<const float4*>(&As[cur][k][r0 + 64]);
-                const float4 b0 = *reinterpret_cast<const float4*>(&Bs[cur][k][c0]);
-                const float4 b1 = *reinterpret_cast<const float4*>(&Bs[cur][k][c0 + 64]);
-                const float a[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
-                const float b[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
-#pragma unroll
-                for (int i = 0; i < 8; ++i)
-#pragma unroll
-                    for (int j = 0; j < 8; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
-            }
-            if (more) {
-#pragma unroll
-                for (int u = 0; u < GF_LOADS; ++u) {
-                    gf_store_unit<AKC>(As[cur ^ 1], amn[u], ak[u], ra[u]);
-                    gf_store_unit<BKC>(Bs[cur ^ 1], bmn[u], bk[u], rb[u]);
-                }
-            }
+        for (; kt + 1 < numFull; ++kt) {
+            pa += tStepA;
+            pb += tStepB;
+            gf_load_fast(pa, uStepA, ra);
+            gf_load_fast(pb, uStepB, rb);
+            gf_compute_tile(As + so + r0, Bs + so + c0, acc);
+            so ^= GF_STAGE;
+            gf_store_tile<AKC>(As + so, tid, ra);
+            gf_store_tile<BKC>(Bs + so, tid, rb);
             __syncthreads();
         }
+        // Now kt == numFull - 1: that tile is in stage so; the loop below finishes.
+    } else if (numK > 0) {
+        gf_load_gen<AKC>(Ab, lda, mExt, K, tid, 0, vecA, ra);
+        gf_load_gen<BKC>(Bb, ldb, nExt, K, tid, 0, vecB, rb);
+        gf_store_tile<AKC>(As, tid, ra);
+        gf_store_tile<BKC>(Bs, tid, rb);
+        __syncthreads();
+    }
+
+    // General loop: edge / unaligned blocks entirely, and the last full tile plus the K tail of
+    // fast blocks.
+    for (; kt < numK; ++kt) {
+        const bool more = (kt + 1 < numK);
+        if (more) {
+            gf_load_gen<AKC>(Ab, lda, mExt, K, tid, (kt + 1) * GF_BK, vecA, ra);
+            gf_load_gen<BKC>(Bb, ldb, nExt, K, tid, (kt + 1) * GF_BK, vecB, rb);
+        }
+        gf_compute_tile(As + so + r0, Bs + so + c0, acc);
+        so ^= GF_STAGE;
+        if (more) {
+            gf_store_tile<AKC>(As + so, tid, ra);
+            gf_store_tile<BKC>(Bs + so, tid, rb);
+        }
+        __syncthreads();
     }
 
     // Epilogue: acc[i][j] is C(m0 + r0 + (i&3) + (i>>2)*64, n0 + c0 + (j&3) + (j>>2)*64).
