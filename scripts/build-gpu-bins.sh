@@ -17,6 +17,7 @@ for l in sys.stdin:
 }
 cp "$(test_binary spark-engine cuda)" "$out/cuda-tests"
 cp "$(test_binary spark-nn cuda_models)" "$out/cuda-models-tests"
+cp "$(test_binary spark cuda_train)" "$out/cuda-train-tests"
 cargo build --release -p spark-engine --example cuda_bench -p spark-nn --example cuda_step
 cp target/release/examples/cuda_bench target/release/examples/cuda_step "$out/"
 strip "$out"/*

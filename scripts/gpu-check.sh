@@ -17,6 +17,10 @@ echo "== 1b. whole models on CUDA vs the CPU (ResNet-18/50, ConvNeXt V1/V2)"
 timeout 150 "$bin/cuda-models-tests" --test-threads=1 --nocapture 2>&1 | tee -a /tmp/parity.log | grep -v "^test .* ok$" | tail -60
 models_rc=${PIPESTATUS[0]}
 [ "$parity_rc" = 0 ] && parity_rc=$models_rc
+echo "== 1c. training on CUDA: LAMB / AdamW vs the CPU, a ResNet's loss curve"
+timeout 120 "$bin/cuda-train-tests" --test-threads=1 --nocapture 2>&1 | tee -a /tmp/parity.log | grep -v "^test .* ok$" | tail -30
+train_rc=${PIPESTATUS[0]}
+[ "$parity_rc" = 0 ] && parity_rc=$train_rc
 echo "parity: rc $parity_rc in $(( $(date +%s) - t0 )) s; $(grep -c ' ok$' /tmp/parity.log) ok, $(grep -c 'FAILED$' /tmp/parity.log) failed"
 echo "== 2. spark-rs CUDA bench"
 timeout 60 "$bin/cuda_bench" 2>&1 | tee /tmp/bench.log

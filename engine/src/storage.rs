@@ -78,6 +78,13 @@ impl Storage {
             Storage::Cuda(_) => panic!("{HOST_ONLY}"),
         }
     }
+    /// The device storage, writable (in-place updates), or an error naming `op`.
+    pub fn cuda_mut(&mut self, op: &'static str) -> crate::Result<&mut CudaStorage> {
+        match self {
+            Storage::Cuda(s) => Ok(s),
+            Storage::Cpu(_) => Err(crate::Error::Msg(format!("{op}: expected a tensor on a CUDA device"))),
+        }
+    }
     /// The device storage, or an error naming `op` for a host tensor.
     pub fn cuda(&self, op: &'static str) -> crate::Result<&CudaStorage> {
         match self {

@@ -26,6 +26,7 @@ mod storage;
 pub use device::{cuda_missing_reason, device, device_count, CudaDevice};
 pub use elementwise::{Bcast, Binary, Strided, Unary, MAX_DIMS};
 pub use gemm::GemmShape;
+pub use optim::{fused_adam_update, AdamKind, AdamStep};
 pub use storage::{CudaData, CudaStorage};
 pub(crate) mod ops;
 pub(crate) mod tensor;

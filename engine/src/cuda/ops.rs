@@ -93,6 +93,17 @@ pub(crate) fn reduce_rows(rows: &Tensor, outer: usize, inner: usize, max: bool, 
     Ok(from_f32(&device_of(rows)?, y, out_shape))
 }
 
+/// `sum x^2` of a CUDA tensor, read back as f64 (one synchronisation).
+pub(crate) fn sum_of_squares(x: &Tensor) -> Result<f64> {
+    f32_only(x, "sum_of_squares")?;
+    let n = x.numel();
+    let s = with_f32(x, "sum_of_squares", |dev, b| {
+        let s = dev.sum_of_squares(b, n)?;
+        dev.download(&s, 1)
+    })?;
+    Ok(s[0] as f64)
+}
+
 /// `[batch.., m, k] x [batch.., k, n]` on the f32 GEMM, operands already broadcast to `batch`.
 /// Each operand is made contiguous per matrix (a transposed matrix is read as `t` instead).
 pub(crate) fn matmul(a: &Tensor, b: &Tensor, batch: &[usize], m: usize, k: usize, n: usize) -> Result<Tensor> {

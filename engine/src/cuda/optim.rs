@@ -132,3 +132,71 @@ impl CudaDevice {
         Ok(())
     }
 }
+
+// ------------------------------------------------------------------ tensor level
+
+/// Hyper-parameters of one fused Adam-family step on one parameter (see the module doc for how
+/// each is formed).
+#[derive(Clone, Copy, Debug)]
+pub struct AdamStep {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    pub bias_c1: f64,
+    pub bias_c2: f64,
+    pub grad_scale: f64,
+}
+
+/// Which fused update.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdamKind {
+    AdamW,
+    Lamb,
+}
+
+/// One fused AdamW or LAMB step, in place, on a parameter and its moments living on a CUDA
+/// device (whole f32 storages, as optimizers create them), with gradient `g`.
+pub fn fused_adam_update(
+    kind: AdamKind,
+    p: &crate::Tensor,
+    g: &crate::Tensor,
+    m: &crate::Tensor,
+    v: &crate::Tensor,
+    h: &AdamStep,
+) -> Result<()> {
+    use crate::Error;
+    const OP: &str = "fused optimizer update";
+    let n = p.numel();
+    for (name, t) in [("gradient", g), ("first moment", m), ("second moment", v)] {
+        if t.dims() != p.dims() || t.device() != p.device() {
+            return Err(Error::Msg(format!(
+                "{OP}: {name} {:?} on {} does not match the parameter {:?} on {}",
+                t.dims(),
+                t.device(),
+                p.dims(),
+                p.device()
+            )));
+        }
+    }
+    let whole = |t: &crate::Tensor| t.layout().is_contiguous() && t.layout().offset == 0;
+    if !whole(p) || !whole(m) || !whole(v) {
+        return Err(Error::Msg(format!("{OP}: parameter and moments must be whole contiguous tensors")));
+    }
+    let dev = super::tensor::device_of(p)?;
+    super::tensor::with_f32(g, OP, |_, gb| {
+        let (mut ps, mut ms, mut vs) = (p.storage_mut(), m.storage_mut(), v.storage_mut());
+        let (pb, mb, vb) =
+            (ps.cuda_mut(OP)?.as_f32_mut(OP)?, ms.cuda_mut(OP)?.as_f32_mut(OP)?, vs.cuda_mut(OP)?.as_f32_mut(OP)?);
+        let args = (h.lr, h.beta1, h.beta2, h.eps, h.weight_decay, h.bias_c1, h.bias_c2, h.grad_scale);
+        match kind {
+            AdamKind::AdamW => {
+                dev.adamw_step(pb, gb, mb, vb, n, args.0, args.1, args.2, args.3, args.4, args.5, args.6, args.7)
+            }
+            AdamKind::Lamb => {
+                dev.lamb_step(pb, gb, mb, vb, n, args.0, args.1, args.2, args.3, args.4, args.5, args.6, args.7)
+            }
+        }
+    })
+}

@@ -45,6 +45,13 @@ impl CudaStorage {
     pub fn device(&self) -> &Arc<CudaDevice> {
         &self.dev
     }
+    pub(crate) fn as_f32_mut(&mut self, op: &'static str) -> Result<&mut CudaSlice<f32>> {
+        let dtype = self.dtype();
+        match &mut self.data {
+            CudaData::F32(s) => Ok(s),
+            _ => Err(Error::UnsupportedDType { op, dtype }),
+        }
+    }
     pub(crate) fn as_f32(&self, op: &'static str) -> Result<&CudaSlice<f32>> {
         match &self.data {
             CudaData::F32(s) => Ok(s),

@@ -60,6 +60,22 @@ fn sum_row<T: Float>(r: &[T]) -> T {
     T::from_f64(acc)
 }
 
+/// Elements per parallel task of `sum_of_squares` (fixed, so the sum does not depend on threads).
+const SQUARES_CHUNK: usize = 1 << 15;
+
+/// Sum of squares in f64 with eight independent accumulators (so it vectorises).
+fn sum_squares<T: Float>(s: &[T]) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let chunks = s.chunks_exact(8);
+    let rest: f64 = chunks.remainder().iter().map(|x| x.to_f64() * x.to_f64()).sum();
+    for c in chunks {
+        for (a, x) in acc.iter_mut().zip(c) {
+            *a += x.to_f64() * x.to_f64();
+        }
+    }
+    acc.iter().sum::<f64>() + rest
+}
+
 struct SumOp {
     keep_shape: Vec<usize>,
     scale: f64,
@@ -149,6 +165,18 @@ impl Tensor {
         };
         let denom = if unbiased { n.saturating_sub(1) } else { n } as f64;
         d.sqr()?.sum(dims, keepdim)?.div_scalar(denom)
+    }
+
+    /// `sum x^2` over every element, in f64 (the global gradient norm): on the host in fixed
+    /// chunks added in order, on CUDA by the two-pass kernel; deterministic either way.
+    pub fn sum_of_squares(&self) -> Result<f64> {
+        if !self.device().is_cpu() {
+            return crate::cuda::ops::sum_of_squares(self);
+        }
+        with_float!(self.dtype(), "sum_of_squares", |T| self.with_slice::<T, f64>(|s| {
+            let parts: Vec<f64> = s.par_chunks(SQUARES_CHUNK).map(sum_squares).collect();
+            parts.iter().sum::<f64>()
+        }))
     }
 
     /// Sum of all elements (0-d tensor).

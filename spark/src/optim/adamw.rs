@@ -5,6 +5,7 @@ use super::state::{par_update, Moments, ParamJob, StepStart};
 use super::{OptimParam, Optimizer, StepInfo};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use spark_engine::cuda::AdamKind;
 use spark_engine::{no_grad, with_float, GradStore, Result};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,10 +40,8 @@ impl Optimizer for AdamW {
         let StepStart { jobs, norm, clip, t } = self.state.start_step(params, grads, c.max_grad_norm)?;
         let (bc1, bc2) = (1.0 - c.beta1.powi(t), 1.0 - c.beta2.powi(t));
         // Parameters update independently once the clip factor is known: run them in parallel.
-        jobs.par_iter().try_for_each(|j| {
-            let decay = 1.0 - lr * wd * j.param.wd_scale;
-            no_grad(|| adamw_update(&c, j, clip, (bc1, bc2), lr, decay))
-        })?;
+        jobs.par_iter()
+            .try_for_each(|j| no_grad(|| adamw_update(&c, j, clip, (bc1, bc2), lr, wd * j.param.wd_scale)))?;
         Ok(StepInfo { grad_norm: norm })
     }
 
@@ -62,8 +61,12 @@ fn adamw_update(
     clip: f64,
     (bc1, bc2): (f64, f64),
     lr: f64,
-    decay: f64,
+    wd_p: f64,
 ) -> Result<()> {
+    if !j.param.tensor.device().is_cpu() {
+        return j.fused(AdamKind::AdamW, lr, (c.beta1, c.beta2, c.eps), wd_p, (bc1, bc2), clip);
+    }
+    let decay = 1.0 - lr * wd_p;
     with_float!(j.param.tensor.dtype(), "adamw", |T| {
         let f = T::from_f64;
         let (b1, b2, one_b1, one_b2) = (f(c.beta1), f(c.beta2), f(1.0 - c.beta1), f(1.0 - c.beta2));

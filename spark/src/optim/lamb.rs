@@ -6,6 +6,7 @@ use super::state::{par_update, Moments, ParamJob, StepStart, CHUNK};
 use super::{OptimParam, Optimizer, StepInfo};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use spark_engine::cuda::AdamKind;
 use spark_engine::{no_grad, with_float, Float, GradStore, Result};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,6 +59,9 @@ impl Optimizer for Lamb {
 /// One parameter's LAMB update (moments, weight decay, trust ratio, step), in place.
 #[allow(clippy::too_many_arguments)]
 fn lamb_update(c: &LambConfig, j: &ParamJob<'_>, clip: f64, bc: (f64, f64), lr: f64, wd_p: f64) -> Result<()> {
+    if !j.param.tensor.device().is_cpu() {
+        return j.fused(AdamKind::Lamb, lr, (c.beta1, c.beta2, c.eps), wd_p, bc, clip);
+    }
     with_float!(j.param.tensor.dtype(), "lamb", |T| {
         j.with_slices::<T>(|g, m, v, w| lamb_kernel(c, g, m, v, w, clip, bc, lr, wd_p))
     })

@@ -2,7 +2,8 @@
 
 use super::OptimParam;
 use rayon::prelude::*;
-use spark_engine::{with_float, Error, Float, GradStore, Result, Tensor};
+use spark_engine::cuda::{fused_adam_update, AdamKind, AdamStep};
+use spark_engine::{Error, Float, GradStore, Result, Tensor};
 use std::collections::BTreeMap;
 
 /// First and second moments per parameter, plus the shared step counter.
@@ -60,30 +61,13 @@ impl Moments {
     }
 }
 
-/// Global L2 norm of all gradients, accumulated in f64.
+/// Global L2 norm of all gradients, accumulated in f64 (on the gradients' device).
 pub fn global_grad_norm(grads: &[Option<Tensor>]) -> Result<f64> {
     let mut sq = 0.0f64;
     for g in grads.iter().flatten() {
-        // Borrow the storage (no copy); f64 partial sums per chunk, added in order.
-        sq += with_float!(g.dtype(), "global_grad_norm", |T| g.with_slice::<T, f64>(|s| {
-            let parts: Vec<f64> = s.par_chunks(CHUNK).map(sum_squares).collect();
-            parts.iter().sum::<f64>()
-        }))?;
+        sq += g.sum_of_squares()?;
     }
     Ok(sq.sqrt())
-}
-
-/// Sum of squares in f64 with eight independent accumulators (so it vectorises).
-fn sum_squares<T: Float>(s: &[T]) -> f64 {
-    let mut acc = [0.0f64; 8];
-    let chunks = s.chunks_exact(8);
-    let rest: f64 = chunks.remainder().iter().map(|x| x.to_f64() * x.to_f64()).sum();
-    for c in chunks {
-        for (a, x) in acc.iter_mut().zip(c) {
-            *a += x.to_f64() * x.to_f64();
-        }
-    }
-    acc.iter().sum::<f64>() + rest
 }
 
 /// One parameter's share of an Adam-family step: the parameter, its gradient and its moments.
@@ -107,6 +91,20 @@ pub struct StepStart<'a> {
 }
 
 impl ParamJob<'_> {
+    /// This job's update by the engine's fused kernel (parameters on a CUDA device).
+    pub fn fused(
+        &self,
+        kind: AdamKind,
+        lr: f64,
+        (beta1, beta2, eps): (f64, f64, f64),
+        weight_decay: f64,
+        (bias_c1, bias_c2): (f64, f64),
+        clip: f64,
+    ) -> Result<()> {
+        let step = AdamStep { lr, beta1, beta2, eps, weight_decay, bias_c1, bias_c2, grad_scale: 1.0 / clip };
+        fused_adam_update(kind, &self.param.tensor, &self.grad, &self.m, &self.v, &step)
+    }
+
     /// Runs `f(grad, m, v, param)` on this job's gradient (in the parameter's dtype), moments and
     /// parameter as slices, the last three writable in place.
     pub fn with_slices<T: Float>(&self, f: impl FnOnce(&[T], &mut [T], &mut [T], &mut [T])) -> Result<()> {

@@ -20,20 +20,24 @@
 // Launch geometry (fixed): blockDim = (256,1,1), gridDim = (ceil(N/128), ceil(M/128), batch),
 // static shared memory 2 stages x (A + B) x 8 x 132 floats = 16,896 bytes.
 //
-// Design: 128x128 block tile, K-step 8. Each thread owns an 8x8 register block made of four
-// 4x4 quads: rows {r0..r0+3, r0+64..r0+67}, cols {c0..c0+3, c0+64..c0+67}, with
+// Design: 128x128 block tile, K-step 8, 2 blocks per SM (128-register cap). Each thread owns an
+// 8x8 register block made of four 4x4 quads: rows {r0..r0+3, r0+64..r0+67}, cols {c0..c0+3,
+// c0+64..c0+67}, with
 //   warp = tid/32 (4 along M x 2 along N), lane = tid%32 (4 along M x 8 along N),
 //   r0 = (warp>>1)*16 + (lane>>3)*4, c0 = (warp&1)*32 + (lane&7)*4.
 // Shared tiles are stored k-major (S[k][mn], row pitch 132 floats) so one float4 load reads
 // 4 consecutive rows (A) or cols (B). The next K tile is prefetched from global memory into
 // registers while the current shared stage is consumed, then written into the other stage
 // (double buffering, one __syncthreads per K tile).
+// Two main loops: a fast loop for blocks where both operands may use float4 loads and every
+// load unit can be kept inside the matrix (out-of-range units are clamped onto in-range data that
+// only feeds accumulators the epilogue discards), with no bounds checks and one running pointer
+// per operand; and a general, bounds-checked loop for the remaining blocks and the K tail.
+// Block indices are swizzled (groups of 8 block rows) so concurrently running blocks share B.
 
 #define GF_BM 128
 #define GF_BN 128
-#ifndef GF_BK
-#define GF_BK 8
-#endif
+#define GF_BK 8                         // K-step 16 spills at the 128-register cap (sm_80 and sm_90)
 #define GF_PITCH 132                    // 128 + 4 floats: conflict-free transposing stores
 #define GF_LOADS (GF_BK / 8)            // 4-float load units per thread per operand per tile
 #define GF_STAGE (GF_BK * GF_PITCH)     // floats per shared stage of one operand
@@ -51,32 +55,32 @@ __device__ __forceinline__ float4 gf_ldc4(const float* p) { return *reinterpret_
 // The operand is viewed as P(mn, k) with mn in [0, mnExt) and k in [0, K):
 //   KC (k contiguous):   P(mn, k) = P[mn*ld + k];  the unit is (mn, k..k+3)
 //   !KC (mn contiguous): P(mn, k) = P[k*ld + mn];  the unit is (mn..mn+3, k)
+// p points at P(mn, k) and is dereferenced only for elements inside the matrix. The M/N checks are
+// loop-invariant and come in as mask: KC: mask != 0 iff mn < mnExt; !KC: bit i set iff
+// mn + i < mnExt. kRem = K - k (may be <= 0). vec: block-uniform float4 permission.
 template <bool KC>
-__device__ __forceinline__ void gf_load_unit(const float* P, int ld, int mnExt, int K, int mn, int k,
-                                             bool vec, float (&r)[4]) {
+__device__ __forceinline__ void gf_load_unit(const float* p, int mask, int kRem, bool vec, float (&r)[4]) {
     if (KC) {
-        if (mn < mnExt) {
-            const float* p = P + (long long)mn * ld + k;
-            if (vec && k + 3 < K) {
+        if (mask != 0) {
+            if (vec && kRem >= 4) {
                 float4 v = gf_ld4(p);
                 r[0] = v.x; r[1] = v.y; r[2] = v.z; r[3] = v.w;
             } else {
 #pragma unroll
-                for (int i = 0; i < 4; ++i) r[i] = (k + i < K) ? gf_ld(p + i) : 0.0f;
+                for (int i = 0; i < 4; ++i) r[i] = (i < kRem) ? gf_ld(p + i) : 0.0f;
             }
         } else {
 #pragma unroll
             for (int i = 0; i < 4; ++i) r[i] = 0.0f;
         }
     } else {
-        if (k < K) {
-            const float* p = P + (long long)k * ld + mn;
-            if (vec && mn + 3 < mnExt) {
+        if (kRem > 0) {
+            if (vec && mask == 15) {
                 float4 v = gf_ld4(p);
                 r[0] = v.x; r[1] = v.y; r[2] = v.z; r[3] = v.w;
             } else {
 #pragma unroll
-                for (int i = 0; i < 4; ++i) r[i] = (mn + i < mnExt) ? gf_ld(p + i) : 0.0f;
+                for (int i = 0; i < 4; ++i) r[i] = ((mask >> i) & 1) ? gf_ld(p + i) : 0.0f;
             }
         } else {
 #pragma unroll
@@ -115,16 +119,13 @@ __device__ __forceinline__ void gf_load_fast(const float* p, long long uStep, fl
     }
 }
 
-// General path: bounds-checked loads of this thread's units of the operand tile at k = kb.
+// General path: bounds-checked loads of this thread's units of one operand tile, p pointing at
+// the thread's first unit of the tile, kRem = K - (k of that unit), mask as for gf_load_unit.
 template <bool KC>
-__device__ __forceinline__ void gf_load_gen(const float* P, int ld, int mnExt, int K, int tid, int kb, bool vec,
+__device__ __forceinline__ void gf_load_gen(const float* p, long long uStep, int mask, int kRem, bool vec,
                                             float (&r)[GF_LOADS][4]) {
 #pragma unroll
-    for (int u = 0; u < GF_LOADS; ++u) {
-        int mn, k;
-        gf_unit_coord<KC>(tid, u, mn, k);
-        gf_load_unit<KC>(P, ld, mnExt, K, mn, kb + k, vec, r[u]);
-    }
+    for (int u = 0; u < GF_LOADS; ++u) gf_load_unit<KC>(p + u * uStep, mask, kRem - u * 8, vec, r[u]);
 }
 
 // Stores this thread's units of one operand tile into the shared stage S.
@@ -227,49 +228,65 @@ __device__ __forceinline__ void gemm_f32_body(int M, int N, int K, float alpha,
     int so = 0;  // offset of the shared stage being consumed (0 or GF_STAGE)
     int kt = 0;  // K tile being consumed
 
-    if (fast && numFull > 0) {
+    const long long uStepA = AKC ? 8 : 8LL * lda, tStepA = AKC ? GF_BK : (long long)GF_BK * lda;
+    const long long uStepB = BKC ? 8 : 8LL * ldb, tStepB = BKC ? GF_BK : (long long)GF_BK * ldb;
+    int maskA, maskB, kRemA, kRemB;  // general-path checks (see gf_load_unit), kRem for tile 0
+    {
+        // Per-thread pointers to the first unit (u = 0) of K tile 0.
         int amn, ak, bmn, bk;
         gf_unit_coord<AKC>(tid, 0, amn, ak);
         gf_unit_coord<BKC>(tid, 0, bmn, bk);
-        amn = AKC ? min(amn, mExt - 1) : min(amn, mExt - 4);
-        bmn = BKC ? min(bmn, nExt - 1) : min(bmn, nExt - 4);
-        const long long uStepA = AKC ? 8 : 8LL * lda, tStepA = AKC ? GF_BK : (long long)GF_BK * lda;
-        const long long uStepB = BKC ? 8 : 8LL * ldb, tStepB = BKC ? GF_BK : (long long)GF_BK * ldb;
-        const float* pa = AKC ? Ab + (long long)amn * lda + ak : Ab + (long long)ak * lda + amn;
-        const float* pb = BKC ? Bb + (long long)bmn * ldb + bk : Bb + (long long)bk * ldb + bmn;
+        maskA = AKC ? (amn < mExt ? 1 : 0) : (amn < mExt) | ((amn + 1 < mExt) << 1) | ((amn + 2 < mExt) << 2) | ((amn + 3 < mExt) << 3);
+        maskB = BKC ? (bmn < nExt ? 1 : 0) : (bmn < nExt) | ((bmn + 1 < nExt) << 1) | ((bmn + 2 < nExt) << 2) | ((bmn + 3 < nExt) << 3);
+        kRemA = K - ak;
+        kRemB = K - bk;
+        if (fast) {
+            amn = AKC ? min(amn, mExt - 1) : min(amn, mExt - 4);
+            bmn = BKC ? min(bmn, nExt - 1) : min(bmn, nExt - 4);
+        }
+        Ab += AKC ? (long long)amn * lda + ak : (long long)ak * lda + amn;
+        Bb += BKC ? (long long)bmn * ldb + bk : (long long)bk * ldb + bmn;
+    }
 
-        gf_load_fast(pa, uStepA, ra);
-        gf_load_fast(pb, uStepB, rb);
+    if (fast && numFull > 0) {
+        gf_load_fast(Ab, uStepA, ra);
+        gf_load_fast(Bb, uStepB, rb);
         gf_store_tile<AKC>(As, tid, ra);
         gf_store_tile<BKC>(Bs, tid, rb);
         __syncthreads();
         for (; kt + 1 < numFull; ++kt) {
-            pa += tStepA;
-            pb += tStepB;
-            gf_load_fast(pa, uStepA, ra);
-            gf_load_fast(pb, uStepB, rb);
+            Ab += tStepA;
+            Bb += tStepB;
+            gf_load_fast(Ab, uStepA, ra);
+            gf_load_fast(Bb, uStepB, rb);
             gf_compute_tile(As + so + r0, Bs + so + c0, acc);
             so ^= GF_STAGE;
             gf_store_tile<AKC>(As + so, tid, ra);
             gf_store_tile<BKC>(Bs + so, tid, rb);
             __syncthreads();
         }
-        // Now kt == numFull - 1: that tile is in stage so; the loop below finishes.
+        // Now kt == numFull - 1: Ab/Bb point at tile kt, which stage so holds; the general loop
+        // below consumes it and loads the K tail, if any.
     } else if (numK > 0) {
-        gf_load_gen<AKC>(Ab, lda, mExt, K, tid, 0, vecA, ra);
-        gf_load_gen<BKC>(Bb, ldb, nExt, K, tid, 0, vecB, rb);
+        gf_load_gen<AKC>(Ab, uStepA, maskA, kRemA, vecA, ra);
+        gf_load_gen<BKC>(Bb, uStepB, maskB, kRemB, vecB, rb);
         gf_store_tile<AKC>(As, tid, ra);
         gf_store_tile<BKC>(Bs, tid, rb);
         __syncthreads();
     }
 
     // General loop: edge / unaligned blocks entirely, and the last full tile plus the K tail of
-    // fast blocks.
+    // fast blocks. For a fast block the pointers may be clamped; gf_load_gen then zero-fills the
+    // out-of-range units by the true (mn, k) checks and loads the in-range ones, whose pointers
+    // were not changed by clamping (clamping only moves units with mn outside the block's range).
     for (; kt < numK; ++kt) {
         const bool more = (kt + 1 < numK);
         if (more) {
-            gf_load_gen<AKC>(Ab, lda, mExt, K, tid, (kt + 1) * GF_BK, vecA, ra);
-            gf_load_gen<BKC>(Bb, ldb, nExt, K, tid, (kt + 1) * GF_BK, vecB, rb);
+            Ab += tStepA;
+            Bb += tStepB;
+            const int kb = (kt + 1) * GF_BK;
+            gf_load_gen<AKC>(Ab, uStepA, maskA, kRemA - kb, vecA, ra);
+            gf_load_gen<BKC>(Bb, uStepB, maskB, kRemB - kb, vecB, rb);
         }
         gf_compute_tile(As + so + r0, Bs + so + c0, acc);
         so ^= GF_STAGE;
