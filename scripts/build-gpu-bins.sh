@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds, strips and gathers what scripts/gpu-check.sh runs on the GPU machine (which has no Rust
-# toolchain) into target/gpu-bin/: the CUDA parity test binaries and the GPU bench.
+# toolchain) into target/gpu-bin/: the CUDA parity test binaries, the GPU benches and `spark`.
 # Then, with the device tool: carry ["target/gpu-bin"], run `bash scripts/gpu-check.sh`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,5 +20,7 @@ cp "$(test_binary spark-nn cuda_models)" "$out/cuda-models-tests"
 cp "$(test_binary spark cuda_train)" "$out/cuda-train-tests"
 cargo build --release -p spark-engine --example cuda_bench -p spark-nn --example cuda_step
 cp target/release/examples/cuda_bench target/release/examples/cuda_step "$out/"
+cargo build --release -p spark-cli
+cp target/release/spark "$out/"
 strip "$out"/*
 ls -la "$out"

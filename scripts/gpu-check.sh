@@ -26,6 +26,11 @@ echo "== 2. spark-rs CUDA bench"
 timeout 60 "$bin/cuda_bench" 2>&1 | tee /tmp/bench.log
 echo "== 2b. dense training steps (forward + cross entropy + backward, no optimizer)"
 for m in resnet50 convnext_tiny; do timeout 90 "$bin/cuda_step" $m 128 224 5 2>&1 | tee -a /tmp/bench.log; done
+echo "== 2c. the spark binary on CUDA: finetune, eval, predict (built-in photos)"
+ft=/tmp/spark-ft; rm -rf "$ft"
+( time timeout 120 "$bin/spark" finetune --device cuda --steps 64 --out "$ft" ) 2>&1 | tail -8
+timeout 60 "$bin/spark" eval --device cuda -c "$ft/classifier.safetensors" 2>&1 | head -3
+( time timeout 120 "$bin/spark" finetune --device cpu --steps 64 --out "$ft-cpu" ) 2>&1 | tail -4
 echo "== 3. PyTorch (cuBLAS / cuDNN) on the same GPU, same run"
 timeout 90 python3 - <<'PY' 2>&1 | tee /tmp/torch.log
 import torch, time

@@ -38,26 +38,34 @@ pub fn setup_precision(common: &CommonOpts) -> CliResult<MatmulPrecision> {
     Ok(p)
 }
 
-/// Parses the device and checks it can be used. The engine runs on CUDA (`spark_engine::cuda`),
-/// but the commands' training and data loops are not ported yet, so a usable GPU is still a
-/// clear error here rather than a silent fallback; `auto` picks the CPU for the same reason.
-pub fn setup_device(spec: &str) -> CliResult<Device> {
-    if spec.trim() == "auto" {
-        return Ok(Device::Cpu);
-    }
+/// The device of a command that runs on CUDA (`finetune`, `eval`, `predict`): `cpu`, `cuda`,
+/// `cuda:N`, or `auto` (the first usable GPU, else the CPU). A GPU that cannot be used (no
+/// driver, no NVRTC, a bad ordinal) is the engine's typed error, never a silent fallback.
+pub fn setup_compute_device(spec: &str) -> CliResult<Device> {
     let dev = Device::parse(spec).map_err(|e| CliError::usage(e.to_string()).hint("use --device cpu"))?;
     if !dev.is_cpu() {
-        // Moving a one-element tensor opens the device: no driver, no NVRTC or a bad ordinal
-        // is the engine's typed error.
+        // Moving a one-element tensor opens the device.
         let probe = Tensor::zeros(&[1], DType::F32, Device::Cpu)?;
         if let Err(e) = probe.to_device(dev) {
             return Err(CliError::runtime(format!("cannot use CUDA device {dev}: {e}"))
                 .hint("no usable NVIDIA GPU was found; run with --device cpu"));
         }
+    }
+    Ok(dev)
+}
+
+/// The device of a command whose loop does not run on CUDA yet (`pretrain`: the sparse encoder
+/// has no CUDA kernels; `extract`, `reconstruct`): the CPU, or a clear error for a GPU.
+pub fn setup_device(spec: &str) -> CliResult<Device> {
+    let dev = setup_compute_device(spec)?;
+    if !dev.is_cpu() {
+        if spec.trim() == "auto" {
+            return Ok(Device::Cpu);
+        }
         return Err(CliError::runtime(format!(
-            "device {dev} works, but the command-line training and inference loops do not run on CUDA yet"
+            "device {dev} works, but this command does not run on CUDA yet (its sparse convolutions have no CUDA kernels)"
         ))
-        .hint("run with --device cpu (the engine's CUDA ops are usable from the library)"));
+        .hint("run with --device cpu; finetune, eval and predict run on CUDA"));
     }
     Ok(dev)
 }

@@ -234,6 +234,16 @@ fn errors_are_one_line_with_a_hint_and_exit_codes_differ() {
     let e = check(&["pretrain", "--device", "cuda", "--out", "o"], 1, "CUDA");
     assert!(e.contains("hint:") && e.contains("--device cpu"), "{e}");
     check(&["pretrain", "--device", "tpu"], 2, "unknown device");
+    if spark_engine::cuda::cuda_missing_reason().is_some() {
+        // No GPU here: the commands that run on CUDA say so with the engine's reason.
+        for cmd in [
+            &["finetune", "--device", "cuda", "--out", "o"][..],
+            &["eval", "--device", "cuda:1", "-c", "x.safetensors"],
+        ] {
+            let e = check(cmd, 1, "cannot use CUDA device");
+            assert!(e.contains("hint:") && e.contains("--device cpu"), "{e}");
+        }
+    }
     std::fs::create_dir_all(t.join("empty")).unwrap();
     check(&["pretrain", "--data", "empty", "--out", "o"], 1, "contains no images");
     check(&["eval", "-c", "nope.safetensors"], 2, "does not exist");

@@ -1,12 +1,12 @@
 //! `spark eval`: top-1 / top-5 accuracy and the confusion matrix of a fine-tuned classifier.
 
 use super::classifier;
-use crate::common::{setup_device, setup_precision, setup_threads, CommonOpts};
+use crate::common::{setup_compute_device, setup_precision, setup_threads, CommonOpts};
 use crate::error::{CliError, CliResult, Context};
 use crate::progress;
 use clap::Args;
 use spark::data::{Dataset, Loader, LoaderConfig, Transform};
-use spark_engine::no_grad;
+use spark_engine::{no_grad, Device};
 use spark_nn::{Backbone, Ctx};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -49,9 +49,11 @@ pub fn evaluate(
     let mut confusion = vec![vec![0usize; k]; k];
     let (mut n, mut c1, mut c5) = (0usize, 0usize, 0usize);
     let mut ctx = Ctx::new(0);
+    // The model's device (the loader's batches are host tensors).
+    let device = model.named_parameters().first().map_or(Device::Cpu, |(_, p)| p.device());
     for b in loader.epoch(0) {
         let b = b?;
-        let logits = no_grad(|| model.forward(&b.images, &mut ctx))?;
+        let logits = no_grad(|| model.forward(&b.images.to_device(device)?, &mut ctx))?;
         let v = logits.to_vec_f32()?;
         for (row, &label) in b.labels.iter().enumerate() {
             let scores = &v[row * k..(row + 1) * k];
@@ -76,9 +78,10 @@ pub fn evaluate(
 
 pub fn run(a: EvalArgs, common: CommonOpts) -> CliResult<()> {
     setup_threads(common.threads)?;
-    setup_device(common.device.as_deref().unwrap_or("cpu"))?;
+    let device = setup_compute_device(common.device.as_deref().unwrap_or("cpu"))?;
     setup_precision(&common)?;
-    let (model, spec) = classifier::load_classifier(&a.checkpoint)?;
+    let (mut model, spec) = classifier::load_classifier(&a.checkpoint)?;
+    model.to_device(device)?;
     let ds = Dataset::open(&a.data).map_err(|e| CliError::runtime(e.to_string()))?;
     if !ds.is_labelled() {
         return Err(CliError::usage(format!("{} has no labels to evaluate against", ds.describe())));

@@ -4,7 +4,7 @@
 
 use super::classifier::{self, ModelSpec, Weights};
 use super::eval::evaluate;
-use crate::common::{compute_threads, parse_precision, setup_device, setup_threads, CommonOpts};
+use crate::common::{compute_threads, parse_precision, setup_compute_device, setup_threads, CommonOpts};
 use crate::error::{CliError, CliResult, Context};
 use crate::metrics::{MetricsLog, Record};
 use crate::progress;
@@ -86,7 +86,7 @@ fn layer_id(name: &str) -> usize {
 
 pub fn run(a: FinetuneArgs, common: CommonOpts) -> CliResult<()> {
     setup_threads(common.threads)?;
-    setup_device(common.device.as_deref().unwrap_or("cpu"))?;
+    let device = setup_compute_device(common.device.as_deref().unwrap_or("cpu"))?;
     // Held by a scope around each step's forward and backward.
     let precision = parse_precision(common.precision.as_deref())?.unwrap_or_default();
     if a.batch_size < 2 {
@@ -139,6 +139,7 @@ pub fn run(a: FinetuneArgs, common: CommonOpts) -> CliResult<()> {
         }
         eprintln!("initialised {copied} tensors from {} (fresh: {})", p.display(), left.join(", "));
     }
+    model.to_device(device)?;
     model.train();
 
     let loader = Loader::new(
@@ -185,7 +186,7 @@ pub fn run(a: FinetuneArgs, common: CommonOpts) -> CliResult<()> {
     );
     eprintln!("data: {}; {} steps/epoch at batch {}", train.describe(), spe, a.batch_size);
     eprintln!(
-        "training: {total} steps, {} lr {:.1e}, layer decay {}, label smoothing {}, {} threads, {} products",
+        "training: {total} steps on {device}, {} lr {:.1e}, layer decay {}, label smoothing {}, {} threads, {} products",
         a.optimizer,
         a.lr,
         a.layer_decay,
@@ -212,7 +213,7 @@ pub fn run(a: FinetuneArgs, common: CommonOpts) -> CliResult<()> {
         let step = batch.step;
         let lr = lr_s.lr(step);
         let autocast = PrecisionScope::new(precision);
-        let logits = model.forward(&batch.images, &mut ctx)?;
+        let logits = model.forward(&batch.images.to_device(device)?, &mut ctx)?;
         let loss_t = logits.cross_entropy(&batch.labels, a.label_smoothing)?;
         let loss = loss_t.to_scalar()?;
         if !loss.is_finite() {

@@ -2,7 +2,7 @@
 //! (eval transform, softmax over the logits, the top classes).
 
 use super::classifier;
-use crate::common::{setup_device, setup_precision, setup_threads, CommonOpts};
+use crate::common::{setup_compute_device, setup_precision, setup_threads, CommonOpts};
 use crate::error::{CliError, CliResult};
 use clap::Args;
 use spark::data::{load_image, Transform};
@@ -28,9 +28,10 @@ pub struct PredictArgs {
 
 pub fn run(a: PredictArgs, common: CommonOpts) -> CliResult<()> {
     setup_threads(common.threads)?;
-    setup_device(common.device.as_deref().unwrap_or("cpu"))?;
+    let device = setup_compute_device(common.device.as_deref().unwrap_or("cpu"))?;
     setup_precision(&common)?;
-    let (model, spec) = classifier::load_classifier(&a.checkpoint)?;
+    let (mut model, spec) = classifier::load_classifier(&a.checkpoint)?;
+    model.to_device(device)?;
     let t = Transform::eval(spec.input_size);
     let mut ctx = Ctx::new(0);
     let mut failed = 0;
@@ -43,7 +44,8 @@ pub fn run(a: PredictArgs, common: CommonOpts) -> CliResult<()> {
                 continue;
             }
         };
-        let x = Tensor::from_vec(t.apply(&img, &mut Rng::new(0)), &[1, 3, spec.input_size, spec.input_size])?;
+        let x = Tensor::from_vec(t.apply(&img, &mut Rng::new(0)), &[1, 3, spec.input_size, spec.input_size])?
+            .to_device(device)?;
         let probs = no_grad(|| model.forward(&x, &mut ctx).and_then(|l| l.softmax(-1)))?.to_vec_f32()?;
         let mut order: Vec<usize> = (0..probs.len()).collect();
         order.sort_by(|&i, &j| probs[j].total_cmp(&probs[i]));

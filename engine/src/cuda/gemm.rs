@@ -5,10 +5,15 @@ use super::compile::{GEMM_BF16, GEMM_F32};
 use super::launch::int;
 use super::CudaDevice;
 use crate::{Error, Result};
-use cudarc::driver::{CudaView, CudaViewMut, LaunchConfig};
+use cudarc::driver::{sys, CudaView, CudaViewMut, LaunchConfig};
 
-/// Output tile of one block of both GEMM kernels (256 threads each).
+/// Output tile of one block of the f32 GEMM kernels (256 threads each).
 const TILE: usize = 128;
+/// Output tile (rows x columns) of one block of the bf16 GEMM kernels (256 threads each).
+const BF16_TILE_M: usize = 128;
+const BF16_TILE_N: usize = 256;
+/// Dynamic shared memory of one bf16 GEMM block: `GB_SMEM_BYTES` in `kernels/gemm_bf16.cu`.
+const BF16_SMEM_BYTES: u32 = 98_304;
 
 /// One (batched) product `C = alpha * op(A) * op(B) + beta * C`, row-major. `op(A)` is
 /// `[m, k]` (stored `[k, m]` when `trans_a`), `op(B)` is `[k, n]` (stored `[n, k]` when
@@ -66,14 +71,15 @@ impl GemmShape {
         )
     }
 
-    fn launch_config(&self) -> Result<LaunchConfig> {
+    /// Grid of `tile_m x tile_n` output tiles per matrix, 256 threads a block.
+    fn launch_config(&self, tile_m: usize, tile_n: usize, shared_mem_bytes: u32) -> Result<LaunchConfig> {
         if self.batch > 65535 {
             return Err(Error::Msg(format!("cuda gemm: batch {} exceeds 65535", self.batch)));
         }
         Ok(LaunchConfig {
-            grid_dim: (self.n.div_ceil(TILE) as u32, self.m.div_ceil(TILE) as u32, self.batch as u32),
+            grid_dim: (self.n.div_ceil(tile_n) as u32, self.m.div_ceil(tile_m) as u32, self.batch as u32),
             block_dim: (256, 1, 1),
-            shared_mem_bytes: 0,
+            shared_mem_bytes,
         })
     }
 
@@ -108,7 +114,7 @@ impl CudaDevice {
         let (m, n, k) = (int(s.m, "gemm")?, int(s.n, "gemm")?, int(s.k, "gemm")?);
         let (lda, ldb, ldc) = (int(s.lda, "gemm")?, int(s.ldb, "gemm")?, int(s.ldc, "gemm")?);
         let (sa, sb, sc) = (s.stride_a as i64, s.stride_b as i64, s.stride_c as i64);
-        let cfg = s.launch_config()?;
+        let cfg = s.launch_config(TILE, TILE, 0)?;
         macro_rules! go {
             ($name:literal) => {
                 super::launch::launch!(
@@ -142,13 +148,20 @@ impl CudaDevice {
         let (m, n, k) = (int(s.m, "gemm")?, int(s.n, "gemm")?, int(s.k, "gemm")?);
         let (lda, ldb, ldc) = (int(s.lda, "gemm")?, int(s.ldb, "gemm")?, int(s.ldc, "gemm")?);
         let (sa, sb, sc) = (s.stride_a as i64, s.stride_b as i64, s.stride_c as i64);
-        let cfg = s.launch_config()?;
+        let cfg = s.launch_config(BF16_TILE_M, BF16_TILE_N, BF16_SMEM_BYTES)?;
         macro_rules! go {
-            ($name:literal) => {
+            ($name:literal) => {{
+                // More than the default 48 KiB of dynamic shared memory must be opted into.
+                self.function(&GEMM_BF16, $name)?
+                    .set_attribute(
+                        sys::CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                        BF16_SMEM_BYTES as i32,
+                    )
+                    .map_err(|e| self.driver_err(concat!("shared memory opt-in of ", $name), e))?;
                 super::launch::launch!(
                     self, GEMM_BF16, $name, cfg, &m, &n, &k, &alpha, a, &lda, &sa, b, &ldb, &sb, &beta, c, &ldc, &sc
                 )
-            };
+            }};
         }
         match (s.trans_a, s.trans_b) {
             (false, false) => go!("gemm_bf16_nn"),

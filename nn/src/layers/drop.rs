@@ -19,7 +19,7 @@ fn keep_mask(shape: &[usize], p: f64, rng: &mut Rng, like: &Tensor) -> Result<Te
     let n: usize = shape.iter().product();
     let scale = 1.0 / (1.0 - p);
     let v: Vec<f64> = (0..n).map(|_| if rng.uniform() >= p { scale } else { 0.0 }).collect();
-    Tensor::from_vec(v, shape)?.to_dtype(like.dtype())
+    Tensor::from_vec(v, shape)?.to_dtype(like.dtype())?.to_device(like.device())
 }
 
 /// `nn.Dropout(p)`: identity in eval mode.
@@ -102,6 +102,6 @@ fn drop_path_sparse(s: &SparseTensor, p: f64, rng: &mut Rng) -> Result<SparseTen
         let keep = if rng.uniform() >= p { scale } else { 0.0 };
         rows[a.image_rows(b)].iter_mut().for_each(|v| *v = keep);
     }
-    let m = Tensor::from_vec(rows, &[a.len(), 1])?.to_dtype(s.features.dtype())?;
+    let m = Tensor::from_vec(rows, &[a.len(), 1])?.to_dtype(s.features.dtype())?.to_device(s.features.device())?;
     s.map_features(|f| f.mul(&m))
 }

@@ -62,6 +62,10 @@ __device__ __forceinline__ void gb_cp_async16(unsigned dst, const void* src, int
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n"
                  :: "r"(dst), "l"(src), "r"(src_bytes) : "memory");
 }
+// Same with all 16 bytes copied.
+__device__ __forceinline__ void gb_cp_async16_full(unsigned dst, const void* src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" :: "r"(dst), "l"(src) : "memory");
+}
 __device__ __forceinline__ void gb_cp_async_commit() {
     asm volatile("cp.async.commit_group;\n" ::: "memory");
 }
@@ -84,6 +88,8 @@ __device__ __forceinline__ void gb_mma16816(float (&d)[4], const unsigned (&a)[4
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
+#else
+static inline void gb_cp_async16_full(unsigned dst, const void* src) { gb_cp_async16(dst, src, 16); }
 #endif
 
 // Byte offset of 16-byte chunk c of row r inside one operand tile of MNT mn (see the layout above).
@@ -168,14 +174,22 @@ __device__ __forceinline__ GbVec gb_vec_init(const unsigned short* P, int ld, in
     return v;
 }
 
-// Same result as gb_load_tile(..., vec = true, ...) for K tile kt.
+// Same result as gb_load_tile(..., vec = true, ...) for K tile kt. `full` (block-uniform) promises
+// that every chunk is entirely inside the matrix: mnExt >= MNT and (kt+1)*GB_BK <= K.
 template <bool KC, int MNT>
 __device__ __forceinline__ void gb_load_tile_vec(const GbVec& v, const unsigned short* base, int ld, int kt,
-                                                 unsigned dst) {
+                                                 bool full, unsigned dst) {
     constexpr int NCH = MNT * GB_BK / 8 / 256;
     constexpr int CPR = MNT / 8;
     constexpr int ROWS = 256 / CPR;                // !KC: k rows per pass of 256 chunks
-    if (KC) {
+    if (full) {
+        const unsigned short* g = KC ? v.g + kt * GB_BK : v.g + (long long)(kt * GB_BK) * ld;
+#pragma unroll
+        for (int i = 0; i < NCH; ++i) {
+            if (KC) gb_cp_async16_full(dst + v.off + i * 64 * 64, g + (long long)(64 * i) * ld);
+            else    gb_cp_async16_full(dst + v.off + i * ROWS * (MNT * 2), g + (long long)(ROWS * i) * ld);
+        }
+    } else if (KC) {
         const unsigned short* g = v.g + kt * GB_BK;
         const int kb = min(max(v.lim - kt * GB_BK, 0), 8) * 2;
 #pragma unroll
@@ -322,8 +336,9 @@ __device__ __forceinline__ void gemm_bf16_tile(int M, int N, int K, float alpha,
     // K tile t -> the stage at byte offset so (block-uniform branches on vecA / vecB).
     auto load_stage = [&](int t, unsigned so) {
         if (VEC) {
-            gb_load_tile_vec<AKC, GB_BM>(va, A, lda, t, sbase + so);
-            gb_load_tile_vec<BKC, GB_BN>(vb, B, ldb, t, sbase + so + GB_A_BYTES);
+            const bool kfull = (t + 1) * GB_BK <= K;
+            gb_load_tile_vec<AKC, GB_BM>(va, A, lda, t, kfull && mExt >= GB_BM, sbase + so);
+            gb_load_tile_vec<BKC, GB_BN>(vb, B, ldb, t, kfull && nExt >= GB_BN, sbase + so + GB_A_BYTES);
         } else {
             gb_load_tile<AKC, GB_BM>(Ab, A, lda, mExt, K, t, vecA, sbase + so, smem + so, tid);
             gb_load_tile<BKC, GB_BN>(Bb, B, ldb, nExt, K, t, vecB, sbase + so + GB_A_BYTES,
