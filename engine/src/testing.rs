@@ -82,3 +82,19 @@ pub fn assert_tensor_close(what: &str, a: &Tensor, b: &Tensor, atol: f64, rtol: 
     assert_eq!(a.dims(), b.dims(), "{what}: shapes differ");
     assert_close(what, &a.to_vec_f64().unwrap(), &b.to_vec_f64().unwrap(), atol, rtol);
 }
+
+/// The first CUDA device for a GPU test, or `None` after printing why `test` is skipped. With
+/// `SPARK_REQUIRE_CUDA` set (scripts/gpu-check.sh) a missing GPU fails the test instead, so a
+/// GPU run cannot pass by skipping.
+pub fn cuda_or_skip(test: &str) -> Option<std::sync::Arc<crate::cuda::CudaDevice>> {
+    match crate::cuda::device(0) {
+        Ok(d) => Some(d),
+        Err(e) if std::env::var_os("SPARK_REQUIRE_CUDA").is_some() => {
+            panic!("{test}: SPARK_REQUIRE_CUDA is set but no GPU is usable: {e}")
+        }
+        Err(e) => {
+            eprintln!("skipped {test}: {e}");
+            None
+        }
+    }
+}

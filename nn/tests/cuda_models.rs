@@ -3,18 +3,11 @@
 //! gradient, BatchNorm running statistics). Skips, saying why, without a usable GPU;
 //! `SPARK_REQUIRE_CUDA=1` (scripts/gpu-check.sh) makes that a failure.
 
-use spark_engine::{cuda, DType, Device, Rng, Tensor};
+use spark_engine::{DType, Device, Rng, Tensor};
 use spark_nn::{build_backbone, Backbone, BackboneConfig, Ctx};
 
 fn gpu(test: &str) -> bool {
-    match cuda::device(0) {
-        Ok(_) => true,
-        Err(e) if std::env::var_os("SPARK_REQUIRE_CUDA").is_some() => panic!("{test}: no usable GPU: {e}"),
-        Err(e) => {
-            eprintln!("skipped {test}: {e}");
-            false
-        }
-    }
+    spark_engine::testing::cuda_or_skip(test).is_some()
 }
 
 fn rand(shape: &[usize], seed: u64) -> Tensor {

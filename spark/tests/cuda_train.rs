@@ -4,18 +4,11 @@
 //! `SPARK_REQUIRE_CUDA=1` makes that a failure.
 
 use spark::optim::{optim_params, AdamW, AdamWConfig, Lamb, LambConfig, NoDecayRules, OptimParam, Optimizer};
-use spark_engine::{cuda, DType, Device, GradStore, Rng, Tensor};
+use spark_engine::{DType, Device, GradStore, Rng, Tensor};
 use spark_nn::{build_backbone, BackboneConfig, Ctx};
 
 fn gpu(test: &str) -> bool {
-    match cuda::device(0) {
-        Ok(_) => true,
-        Err(e) if std::env::var_os("SPARK_REQUIRE_CUDA").is_some() => panic!("{test}: no usable GPU: {e}"),
-        Err(e) => {
-            eprintln!("skipped {test}: {e}");
-            false
-        }
-    }
+    spark_engine::testing::cuda_or_skip(test).is_some()
 }
 
 fn rand(shape: &[usize], seed: u64, scale: f32) -> Tensor {

@@ -15,22 +15,13 @@ mod pool;
 mod softmax;
 mod tensor;
 
-use spark_engine::cuda::{self, CudaDevice};
+use spark_engine::cuda::CudaDevice;
 use spark_engine::Rng;
 use std::sync::Arc;
 
 /// The first GPU, or `None` after printing why the test is skipped.
 pub fn gpu(test: &str) -> Option<Arc<CudaDevice>> {
-    match cuda::device(0) {
-        Ok(d) => Some(d),
-        Err(e) => {
-            if std::env::var_os("SPARK_REQUIRE_CUDA").is_some() {
-                panic!("{test}: SPARK_REQUIRE_CUDA is set but no GPU is usable: {e}");
-            }
-            eprintln!("skipped {test}: {e}");
-            None
-        }
-    }
+    spark_engine::testing::cuda_or_skip(test)
 }
 
 /// `n` values uniform in [lo, hi), seeded.
