@@ -25,12 +25,19 @@ echo "parity: rc $parity_rc in $(( $(date +%s) - t0 )) s; $(grep -c ' ok$' /tmp/
 echo "== 2. spark-rs CUDA bench"
 timeout 60 "$bin/cuda_bench" 2>&1 | tee /tmp/bench.log
 echo "== 2b. dense training steps (forward + cross entropy + backward, no optimizer)"
-for m in resnet50 convnext_tiny; do timeout 90 "$bin/cuda_step" $m 128 224 5 2>&1 | tee -a /tmp/bench.log; done
+for m in resnet50 convnext_tiny; do
+  for p in f32 bf16; do timeout 90 "$bin/cuda_step" $m 128 224 5 $p 2>&1 | tee -a /tmp/bench.log; done
+done
+echo "== 2b'. the SparK step (official config: decoder 768, LAMB, clip 5), dense-masked encoder"
+for p in f32 bf16; do timeout 120 "$bin/cuda_spark_step" resnet50 128 3 $p 2>&1 | tee -a /tmp/bench.log; done
 echo "== 2c. the spark binary on CUDA: finetune, eval, predict (built-in photos)"
 ft=/tmp/spark-ft; rm -rf "$ft"
 ( time timeout 120 "$bin/spark" finetune --device cuda --steps 64 --out "$ft" ) 2>&1 | tail -8
 timeout 60 "$bin/spark" eval --device cuda -c "$ft/classifier.safetensors" 2>&1 | head -3
 ( time timeout 120 "$bin/spark" finetune --device cpu --steps 64 --out "$ft-cpu" ) 2>&1 | tail -4
+echo "-- the main job's pretraining on the GPU (dense-masked) and on the CPU (sparse), 100 steps each"
+( time timeout 120 "$bin/spark" pretrain --device cuda --encoder dense-masked --steps 100 --out /tmp/spark-pt ) 2>&1 | tail -7
+( time timeout 120 "$bin/spark" pretrain --device cpu --steps 100 --out /tmp/spark-pt-cpu ) 2>&1 | tail -5
 echo "== 3. PyTorch (cuBLAS / cuDNN) on the same GPU, same run"
 timeout 90 python3 - <<'PY' 2>&1 | tee /tmp/torch.log
 import torch, time
@@ -64,10 +71,24 @@ try:
             torch.cuda.reset_peak_memory_stats()
             ms = t(step, 5)
             print(f"| torch {name} fwd+bwd {'tf32' if tf32 else 'f32'} | 128 x 224px | {ms:.1f} ms | {128/ms*1e3:.0f} img/s | peak {torch.cuda.max_memory_allocated()/2**30:.1f} GiB |")
+            if tf32:
+                def step_bf16():
+                    m.zero_grad(set_to_none=True)
+                    with torch.autocast("cuda", dtype=torch.bfloat16):
+                        loss = torch.nn.functional.cross_entropy(m(xb), tb)
+                    loss.backward()
+                torch.cuda.reset_peak_memory_stats()
+                ms = t(step_bf16, 5)
+                print(f"| torch {name} fwd+bwd bf16 autocast | 128 x 224px | {ms:.1f} ms | {128/ms*1e3:.0f} img/s | peak {torch.cuda.max_memory_allocated()/2**30:.1f} GiB |")
             del m, xb
 except Exception as e:
     print("torchvision step skipped:", e)
 PY
+echo "== 3b. the official SparK step on this GPU (../shared/peers/gpu_bench.py, same run)"
+if [ -d target/peers ]; then
+  PYTHONPATH=target/peers/pylib timeout 150 python3 target/peers/gpu_bench.py --spark-dir target/peers/spark-official \
+    --sections model --iters 10 2>&1 | tee /tmp/peers.log | tail -15
+fi
 echo "== summary"
 grep -E "^test result|panicked|FAILED" /tmp/parity.log | head -40
 cat /tmp/bench.log /tmp/torch.log | grep "^|" | grep -v "^|---"

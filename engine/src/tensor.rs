@@ -338,6 +338,9 @@ impl Tensor {
             });
         }
         let src = src.to_dtype(self.dtype())?;
+        if !self.device().is_cpu() {
+            return crate::cuda::tensor::copy_into(self, &src.detach().to_device(self.device())?);
+        }
         with_float!(self.dtype(), "copy_from", |T| {
             let v = src.to_vec::<T>()?;
             self.update::<T>(|d| d.copy_from_slice(&v))

@@ -2,9 +2,12 @@
 //! the time per step and the device memory, for the models and batch of RESULTS.md's
 //! PyTorch + cuDNN rows (ResNet-50, 224 px, batch 128). Run by scripts/gpu-check.sh.
 //!
-//!   cargo run --release -p spark-nn --example cuda_step -- [model] [batch] [size] [reps]
+//!   cargo run --release -p spark-nn --example cuda_step -- [model] [batch] [size] [reps] [f32|bf16]
+//!
+//! `bf16` is the engine's autocast: convolution and matmul operands rounded to bf16 on the
+//! tensor cores, activations, norms and the loss in f32.
 
-use spark_engine::{cuda, DType, Device, Rng, Tensor};
+use spark_engine::{cuda, DType, Device, MatmulPrecision, PrecisionScope, Rng, Tensor};
 use spark_nn::{build_backbone, BackboneConfig, Ctx};
 use std::time::Instant;
 
@@ -14,6 +17,8 @@ fn main() -> spark_engine::Result<()> {
     let batch: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(128);
     let size: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(224);
     let reps: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(5);
+    let bf16 = args.get(5).is_some_and(|s| s == "bf16");
+    let _autocast = PrecisionScope::new(if bf16 { MatmulPrecision::Bf16 } else { MatmulPrecision::F32 });
     let dev = match cuda::device(0) {
         Ok(d) => d,
         Err(e) => {
@@ -48,7 +53,8 @@ fn main() -> spark_engine::Result<()> {
     let ms = times[times.len() / 2];
     let (_, peak) = dev.memory_bytes();
     println!(
-        "| {name} fwd+bwd f32 | {batch} x {size}px | {ms:.1} ms | {:.0} img/s | peak tensors {:.1} GiB |",
+        "| {name} fwd+bwd {} | {batch} x {size}px | {ms:.1} ms | {:.0} img/s | peak tensors {:.1} GiB |",
+        if bf16 { "bf16 autocast" } else { "f32" },
         batch as f64 / (ms * 1e-3),
         peak as f64 / (1u64 << 30) as f64
     );

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use spark_engine::{DType, Error, Result, Rng, Tensor};
+use spark_engine::{DType, Device, Error, Result, Rng, Tensor};
 
 use crate::sparse_api::{SparseContext, SparseTensor};
 
@@ -78,7 +78,7 @@ pub struct DenseMask {
     batch: usize,
     fh: usize,
     fw: usize,
-    cache: HashMap<(usize, usize, DType), Tensor>,
+    cache: HashMap<(usize, usize, DType, Device), Tensor>,
 }
 
 impl DenseMask {
@@ -91,9 +91,13 @@ impl DenseMask {
         }
         Ok(DenseMask { patch: patch.to_vec(), batch, fh, fw, cache: HashMap::new() })
     }
-    /// The 0/1 mask `[batch, 1, h, w]`; `h`, `w` must be multiples of the patch grid.
+    /// The 0/1 mask `[batch, 1, h, w]` on the CPU; `h`, `w` must be multiples of the patch grid.
     pub fn mask(&mut self, h: usize, w: usize, dtype: DType) -> Result<Tensor> {
-        if let Some(t) = self.cache.get(&(h, w, dtype)) {
+        self.mask_on(h, w, dtype, Device::Cpu)
+    }
+    /// The same mask on `device` (built once per size, dtype and device).
+    pub fn mask_on(&mut self, h: usize, w: usize, dtype: DType, device: Device) -> Result<Tensor> {
+        if let Some(t) = self.cache.get(&(h, w, dtype, device)) {
             return Ok(t.clone());
         }
         let (fh, fw) = (self.fh, self.fw);
@@ -111,8 +115,8 @@ impl DenseMask {
                 }
             }
         }
-        let t = Tensor::from_vec(v, &[self.batch, 1, h, w])?.to_dtype(dtype)?;
-        self.cache.insert((h, w, dtype), t.clone());
+        let t = Tensor::from_vec(v, &[self.batch, 1, h, w])?.to_dtype(dtype)?.to_device(device)?;
+        self.cache.insert((h, w, dtype, device), t.clone());
         Ok(t)
     }
 }
@@ -140,7 +144,7 @@ impl Ctx {
     pub fn mask_like(&mut self, t: &Tensor) -> Result<Option<Tensor>> {
         match (&mut self.dense_mask, t.dims()) {
             (None, _) => Ok(None),
-            (Some(m), &[_, _, h, w]) => Ok(Some(m.mask(h, w, t.dtype())?)),
+            (Some(m), &[_, _, h, w]) => Ok(Some(m.mask_on(h, w, t.dtype(), t.device())?)),
             (Some(_), d) => Err(Error::Msg(format!("dense mask: expected a [B, C, H, W] map, got {d:?}"))),
         }
     }

@@ -86,7 +86,7 @@ pub fn masked_patch_loss(rec: &Tensor, input: &Tensor, mask: &PatchMask, p: usiz
     let pred = patchify(rec, p)?;
     let per_patch_mse = pred.sub(&target.target)?.sqr()?.mean(&[-1], false)?;
     let weights: Vec<f64> = mask.active.iter().map(|&a| if a { 0.0 } else { 1.0 }).collect();
-    let m = Tensor::from_vec(weights, &[mask.batch, mask.cells()])?.to_dtype(rec.dtype())?;
+    let m = Tensor::from_vec(weights, &[mask.batch, mask.cells()])?.to_dtype(rec.dtype())?.to_device(rec.device())?;
     // SparK adds 1e-8 to an integer count, giving a float32 scalar: exactly the count when it is
     // positive, 1e-8 (no division by zero) when nothing is masked.
     let denom = (mask.masked_count() as f32 + 1e-8f32) as f64;

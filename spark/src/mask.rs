@@ -132,7 +132,7 @@ impl PatchMask {
                 msg: format!("image batch {d:?} does not match a mask of batch {}", self.batch),
             });
         }
-        let m = self.to_tensor(d[2], d[3], x.dtype())?;
+        let m = self.to_tensor(d[2], d[3], x.dtype())?.to_device(x.device())?;
         x.mul(&m)
     }
 }

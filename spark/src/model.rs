@@ -208,7 +208,7 @@ impl SparK {
         let mut plain = Ctx::new(seed ^ 0x5eed);
         let mut to_dec = Vec::with_capacity(feats.len());
         for (i, f) in feats.iter().enumerate() {
-            let m = mask.to_tensor(mask.fh << i, mask.fw << i, x.dtype())?;
+            let m = mask.to_tensor(mask.fh << i, mask.fw << i, x.dtype())?.to_device(x.device())?;
             to_dec.push(Some(self.densify.level(i, f, &m, &mut ctx, &mut plain)?));
         }
         self.decoder.forward(&to_dec, &mut plain)

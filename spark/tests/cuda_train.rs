@@ -108,3 +108,46 @@ fn a_resnet_trains_on_cuda_along_the_cpu_loss_curve() {
         assert!((a - b).abs() <= 1e-3 * a.abs(), "loss curves part: cpu {c:?} vs cuda {g:?}");
     }
 }
+
+#[test]
+fn a_spark_dense_masked_step_on_cuda_equals_the_cpu() {
+    use spark::{EncoderMode, SparK, SparkConfig};
+    use spark_nn::Module;
+    if !gpu("SparK dense-masked on cuda") {
+        return;
+    }
+    // SparK's own simulation of sparsity (dense convs, re-masked outputs, BatchNorm over visible
+    // sites): the encoder mode the official code runs on GPUs.
+    for backbone in ["resnet18", "convnext_tiny"] {
+        let cfg = SparkConfig {
+            backbone: backbone.into(),
+            width_mult: 0.25,
+            input_size: 64,
+            decoder_width: 64,
+            ..SparkConfig::official(backbone)
+        };
+        let run = |device: Device| -> (f64, Vec<(String, Vec<f64>)>) {
+            let mut m = SparK::new(cfg.clone(), &mut Rng::new(5)).unwrap();
+            m.to_device(device).unwrap();
+            let x = rand(&[4, 3, 64, 64], 6, 1.0).to_device(device).unwrap();
+            let mask = m.sample_mask(4, &mut Rng::new(7)).unwrap();
+            let out = m.forward(&x, &mask, EncoderMode::DenseMasked, &mut Rng::new(8)).unwrap();
+            let g = out.loss.backward().unwrap();
+            let grads = m
+                .trainable_parameters()
+                .into_iter()
+                .filter_map(|(n, p)| g.get(&p).map(|t| (n, t.to_vec_f64().unwrap())))
+                .collect();
+            (out.loss.to_scalar().unwrap(), grads)
+        };
+        let ((lc, gc), (lg, gg)) = (run(Device::Cpu), run(Device::Cuda(0)));
+        eprintln!("SparK {backbone} dense-masked: loss {lc:.6} (cpu) vs {lg:.6} (cuda)");
+        assert!((lc - lg).abs() <= 1e-4 * lc.abs(), "{backbone}: loss cpu {lc} vs cuda {lg}");
+        assert_eq!(gc.len(), gg.len(), "{backbone}: gradient count");
+        for ((n, c), (_, g)) in gc.iter().zip(&gg) {
+            let scale = c.iter().fold(1e-6f64, |a, v| a.max(v.abs()));
+            let err = c.iter().zip(g).fold(0.0f64, |a, (x, y)| a.max((x - y).abs())) / scale;
+            assert!(err < 2e-3, "{backbone}: gradient of {n}: max error {err:.2e} of its largest entry");
+        }
+    }
+}

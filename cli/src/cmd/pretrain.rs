@@ -4,7 +4,7 @@
 //! `runs/pretrain`. `--preset official` / `--preset mmpretrain` switch to the paper's settings.
 
 use crate::checkpoint;
-use crate::common::{compute_threads, setup_device, setup_threads};
+use crate::common::{compute_threads, setup_compute_device, setup_threads};
 use crate::config::{self, Flags};
 use crate::error::{CliError, CliResult, Context};
 use crate::metrics::{read_records, MetricsLog, Record};
@@ -343,7 +343,13 @@ pub fn run(a: PretrainArgs, common: crate::common::CommonOpts) -> CliResult<()> 
     let cfg = resolve(&a, &common, resumed_cfg.as_deref())?;
     cfg.validate()?;
     setup_threads(common.threads)?;
-    setup_device(&cfg.device)?;
+    let device = setup_compute_device(&cfg.device)?;
+    if !device.is_cpu() && cfg.encoder == "sparse" {
+        return Err(CliError::runtime(format!(
+            "the sparse encoder does not run on {device} yet (its sparse convolutions have no CUDA kernels)"
+        ))
+        .hint("on a GPU use --encoder dense-masked (SparK's own simulation of sparsity), or --device cpu"));
+    }
     let out = PathBuf::from(&cfg.out);
     std::fs::create_dir_all(&out).ctx(|| format!("cannot create output folder {}", out.display()))?;
     config::save(&cfg, &out.join("config.toml"))?;
@@ -402,6 +408,7 @@ pub fn run(a: PretrainArgs, common: crate::common::CommonOpts) -> CliResult<()> 
         }
         None => Trainer::new(train_cfg)?,
     };
+    trainer.model.to_device(device)?;
     let start = trainer.step;
     if start >= total {
         return Err(CliError::usage(format!("the checkpoint is already at step {start} of {total}; nothing to do"))
@@ -472,7 +479,7 @@ pub fn run(a: PretrainArgs, common: crate::common::CommonOpts) -> CliResult<()> 
             .hint("remove the unreadable files listed above"));
         }
         let m = trainer
-            .train_step(&[batch.images])
+            .train_step(&[batch.images.to_device(device)?])
             .map_err(|e| CliError::runtime(e.to_string()).hint("lower --lr or raise --warmup-steps"))?;
         first_loss.get_or_insert(m.loss);
         last_loss = m.loss;
@@ -528,6 +535,8 @@ pub fn run(a: PretrainArgs, common: crate::common::CommonOpts) -> CliResult<()> 
     let eval_data = if cfg.data == "builtin" { "builtin:val".to_string() } else { cfg.data.clone() };
     let eval_ds = Dataset::open(&eval_data).unwrap_or_else(|_| (*dataset).clone());
     trainer.model.eval();
+    // The picture's forward uses the sparse encoder, which runs on the CPU.
+    trainer.model.to_device(spark_engine::Device::Cpu)?;
     crate::cmd::reconstruct::write_grid(
         &trainer.model,
         &eval_ds,

@@ -71,6 +71,30 @@ pub(crate) fn address(t: Option<&Tensor>, op: &'static str) -> Result<u64> {
     Ok(ptr)
 }
 
+/// Overwrites the whole f32 storage of `dst` with `src`'s values (same shape, same device): the
+/// device form of `Tensor::copy_from` (running statistics, weight loading).
+pub(crate) fn copy_into(dst: &Tensor, src: &Tensor) -> Result<()> {
+    const OP: &str = "copy_from";
+    let l = dst.layout();
+    let n = dst.numel();
+    let src = compact(src)?;
+    let dev = device_of(dst)?;
+    if !(l.is_contiguous() && l.offset == 0) {
+        return Err(Error::Msg(format!("{OP}: tensor of shape {:?} is a view, not a whole storage", l.shape)));
+    }
+    if src.same_storage(dst) {
+        return Ok(());
+    }
+    let sg = src.storage();
+    let from = sg.cuda(OP)?.as_f32(OP)?;
+    let mut dg = dst.storage_mut();
+    let to = dg.cuda_mut(OP)?.as_f32_mut(OP)?;
+    if n > 0 {
+        dev.stream().memcpy_dtod(&from.slice(..n), &mut to.slice_mut(..n)).map_err(|e| dev.driver_err(OP, e))?;
+    }
+    Ok(())
+}
+
 /// A row-major copy of a strided f32 view.
 pub(crate) fn contiguous(t: &Tensor) -> Result<Tensor> {
     let dev = device_of(t)?;
