@@ -8,7 +8,7 @@ use super::launch::{self, int, launch};
 use super::{CudaDevice, GemmShape};
 use crate::cpu::conv::ConvGeom;
 use crate::Result;
-use cudarc::driver::CudaSlice;
+use cudarc::driver::{CudaSlice, LaunchConfig};
 
 /// Most bytes of an im2col buffer; images are processed in chunks that fit.
 const COL_BUDGET: usize = 512 << 20;
@@ -129,6 +129,14 @@ impl CudaDevice {
         Ok(())
     }
 
+    /// Launch of the depthwise forward / input-gradient kernels over `outputs` elements: 256
+    /// threads, one block per 1024 outputs (a tile holds at most 2048; blocks beyond the tile
+    /// count return at once, and the kernels loop over tiles when the grid is smaller).
+    fn depthwise_tiles(outputs: usize) -> LaunchConfig {
+        let blocks = outputs.div_ceil(1024).clamp(1, 65535) as u32;
+        LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (launch::BLOCK, 1, 1), shared_mem_bytes: 0 }
+    }
+
     fn depthwise_args(g: &ConvGeom) -> Result<[i32; 9]> {
         let v = [g.n, g.cin, g.h, g.w, g.kh, g.stride[0], g.pad[0], g.oh, g.ow];
         let mut a = [0i32; 9];
@@ -154,7 +162,7 @@ impl CudaDevice {
                 self,
                 CONV,
                 "dwconv_fwd_f32",
-                launch::elementwise(g.out_len()),
+                Self::depthwise_tiles(g.out_len()),
                 x,
                 w,
                 &none,
@@ -223,7 +231,7 @@ impl CudaDevice {
                 self,
                 CONV,
                 "dwconv_bwd_input_f32",
-                launch::elementwise(g.in_len()),
+                Self::depthwise_tiles(g.in_len()),
                 gy,
                 w,
                 &mut gx,
@@ -280,7 +288,7 @@ impl CudaDevice {
         let mut gw = self.alloc::<f32>(g.weight_len())?;
         if is_direct_depthwise(g) {
             let a = Self::depthwise_args(g)?;
-            let cfg = launch::per_row(g.cout * g.kh * g.kw);
+            let cfg = launch::per_row(g.cout); // one block per channel
             launch!(
                 self,
                 CONV,

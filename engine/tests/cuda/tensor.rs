@@ -120,3 +120,24 @@ fn softmax_over_any_dim_and_cross_entropy_through_autograd_equal_the_cpu() {
         assert_close("cross entropy gradient", &gg.get(&gx).unwrap().to_vec::<f32>().unwrap(), &want, 1e-6, 1e-4);
     }
 }
+
+#[test]
+fn a_weight_shared_across_a_batch_is_one_gemm_and_equals_the_cpu() {
+    let Some(_dev) = gpu("batched matmul with a 2-D weight") else { return };
+    let cuda = Device::Cuda(0);
+    // ConvNeXt's pointwise layers: a channels-last permuted view times a transposed weight.
+    let x = Tensor::from_vec(uniform(3 * 8 * 5 * 6, -1.0, 1.0, 95), &[3, 8, 5, 6]).unwrap();
+    let w = Tensor::from_vec(uniform(7 * 8, -1.0, 1.0, 96), &[7, 8]).unwrap();
+    let gy = Tensor::from_vec(uniform(3 * 5 * 6 * 7, -1.0, 1.0, 97), &[3, 5, 6, 7]).unwrap();
+    let run = |device: Device| {
+        let (xv, wv) = (x.to_device(device).unwrap().to_variable(), w.to_device(device).unwrap().to_variable());
+        let y = xv.permute(&[0, 2, 3, 1]).unwrap().matmul(&wv.t().unwrap()).unwrap();
+        let g = y.backward_with(&gy.to_device(device).unwrap()).unwrap();
+        (y.to_vec_f64().unwrap(), g.get(&xv).unwrap().to_vec_f64().unwrap(), g.get(&wv).unwrap().to_vec_f64().unwrap())
+    };
+    let (c, g) = (run(Device::Cpu), run(cuda));
+    let f32s = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+    assert_close("output", &f32s(&g.0), &c.0, 1e-5, 1e-5);
+    assert_close("input gradient", &f32s(&g.1), &c.1, 1e-5, 1e-5);
+    assert_close("weight gradient", &f32s(&g.2), &c.2, 1e-5, 1e-5);
+}

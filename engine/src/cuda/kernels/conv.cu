@@ -8,9 +8,11 @@
 //
 // Launch geometry: elementwise-style kernels use a grid-stride loop over their work items with
 // blockDim.x = 256 (any value works) and any gridDim (the Rust side launches
-// min(ceil(work/256), 65535) blocks). Block-per-item kernels (dwconv_bwd_weight_f32,
-// channel_sum_nchw_f32) need blockDim.x a multiple of 32 (at most 1024; the Rust side uses 256)
-// and loop over their items when gridDim.x is smaller than the item count. No atomics anywhere:
+// min(ceil(work/256), 65535) blocks; min(ceil(work/1024), 65535) for dwconv_fwd_f32 and
+// dwconv_bwd_input_f32, which loop over output tiles and take at most 256 threads).
+// Block-per-item kernels (dwconv_bwd_weight_f32: one block per channel; channel_sum_nchw_f32)
+// need blockDim.x a multiple of 32 (at most 1024; the Rust side uses 256) and loop over their
+// items when gridDim.x is smaller than the item count. No atomics anywhere:
 // every result has a fixed summation order for a given launch geometry.
 // Self-contained: no #include.
 
@@ -110,7 +112,8 @@ extern "C" __global__ void col2im_f32(const float* col, float* x, int N, int C, 
 // consecutive outputs of one column, reusing a register window of DW_R+K-1 input values per
 // filter column. Other geometries (and any tile that would not fit DW_CAP floats) take the
 // one-thread-per-element paths. Every kernel works with any gridDim (blocks loop over tiles /
-// items) and any blockDim.x that is a multiple of 32 (<= 1024; the Rust side uses 256).
+// items); blockDim.x: 256 (the forward and input gradient are built for at most 256 threads,
+// __launch_bounds__(256, 4); the weight gradient takes any multiple of 32 up to 1024).
 
 #define DW_R 8        // outputs per thread, along y
 #define DW_CAP 8192   // floats of shared memory per block (32 KiB)
@@ -151,9 +154,8 @@ __device__ __forceinline__ bool dw_tile(DwTile& t, long long NP, int HO, int WO,
     return true;
 }
 
-// Stage PB planes' input windows: sx[p][row][col] = in[plane p0+p][iy0+row][ix0+col] (zero
-// outside the input or for planes >= NP). Plane p0+p is at in + (p0+p)*pstride*HI*WI... given
-// by plane_index(p0 + p). No synchronisation inside.
+// Stage PB planes' input windows: sx[p][row][col] = in[(p0+p)*pmul + padd][iy0+row][ix0+col]
+// (zero outside the input or when p0+p >= NP). No synchronisation inside.
 __device__ __forceinline__ void dw_stage(float* sx, const float* in, long long p0, long long NP, long long pmul,
                                          long long padd, int HI, int WI, int iy0, int ix0, const DwTile& t) {
     const int plane_sz = t.IH * t.pitch;
