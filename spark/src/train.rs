@@ -214,7 +214,7 @@ impl Trainer {
         if !norm.is_finite() {
             return Err(self.non_finite("gradient norm", norm));
         }
-        let info = self.optimizer.step(&self.params, &grads, lr, wd)?;
+        let info = self.optimizer.step_with_norm(&self.params, &grads, lr, wd, Some(norm))?;
         self.step += 1;
         let loss = loss_sum / n;
         self.last_loss = Some(loss);

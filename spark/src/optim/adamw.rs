@@ -35,9 +35,16 @@ impl AdamW {
 }
 
 impl Optimizer for AdamW {
-    fn step(&mut self, params: &[OptimParam], grads: &GradStore, lr: f64, wd: f64) -> Result<StepInfo> {
+    fn step_with_norm(
+        &mut self,
+        params: &[OptimParam],
+        grads: &GradStore,
+        lr: f64,
+        wd: f64,
+        norm: Option<f64>,
+    ) -> Result<StepInfo> {
         let c = self.config.clone();
-        let StepStart { jobs, norm, clip, t } = self.state.start_step(params, grads, c.max_grad_norm)?;
+        let StepStart { jobs, norm, clip, t } = self.state.start_step(params, grads, c.max_grad_norm, norm)?;
         let (bc1, bc2) = (1.0 - c.beta1.powi(t), 1.0 - c.beta2.powi(t));
         // Parameters update independently once the clip factor is known: run them in parallel.
         jobs.par_iter()

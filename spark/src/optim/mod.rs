@@ -44,7 +44,19 @@ pub struct StepInfo {
 pub trait Optimizer {
     /// One update of every parameter that has a gradient in `grads`, with learning rate `lr` and
     /// weight decay `wd` (scaled per parameter by its `wd_scale`).
-    fn step(&mut self, params: &[OptimParam], grads: &GradStore, lr: f64, wd: f64) -> Result<StepInfo>;
+    fn step(&mut self, params: &[OptimParam], grads: &GradStore, lr: f64, wd: f64) -> Result<StepInfo> {
+        self.step_with_norm(params, grads, lr, wd, None)
+    }
+    /// `step` with the global gradient norm of `params` already known (a caller that checked it
+    /// for NaN hands it over instead of having every gradient read a second time).
+    fn step_with_norm(
+        &mut self,
+        params: &[OptimParam],
+        grads: &GradStore,
+        lr: f64,
+        wd: f64,
+        norm: Option<f64>,
+    ) -> Result<StepInfo>;
     fn moments(&self) -> &Moments;
     fn moments_mut(&mut self) -> &mut Moments;
 }

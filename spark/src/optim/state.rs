@@ -145,16 +145,21 @@ pub fn par_update<T: Float>(
 }
 
 impl Moments {
-    /// Gathers gradients and moments, computes the global norm and clip factor, and counts the
-    /// step. The per-parameter updates that follow are independent and may run in parallel.
+    /// Gathers gradients and moments, computes the global norm (unless `known_norm` gives it)
+    /// and the clip factor, and counts the step. The per-parameter updates that follow are
+    /// independent and may run in parallel.
     pub fn start_step<'a>(
         &mut self,
         params: &'a [OptimParam],
         grads: &GradStore,
         max_grad_norm: Option<f64>,
+        known_norm: Option<f64>,
     ) -> Result<StepStart<'a>> {
         let gs: Vec<_> = params.iter().map(|p| grads.get(&p.tensor).cloned()).collect();
-        let norm = global_grad_norm(&gs)?;
+        let norm = match known_norm {
+            Some(n) => n,
+            None => global_grad_norm(&gs)?,
+        };
         let clip = max_grad_norm.map_or(1.0, |m| (norm / m).max(1.0));
         let mut jobs = Vec::with_capacity(params.len());
         for (param, g) in params.iter().zip(gs) {

@@ -147,3 +147,22 @@ fn chunked_steps_match_a_sequential_reference() {
         }
     }
 }
+
+#[test]
+fn a_known_gradient_norm_is_used_instead_of_recomputed() {
+    // The trainer hands over the norm it already computed for its NaN check. The step must use
+    // it for clipping (and report it): with a given norm of 100 and clip 1, g is divided by 100.
+    let run = |norm: Option<f64>| {
+        let ps = vec![param("w", vec![1.0, -2.0], &[2], 1.0)];
+        let gs = grads(&ps, &[vec![3.0, 4.0]]);
+        let mut opt = AdamW::new(AdamWConfig { max_grad_norm: Some(1.0), ..Default::default() });
+        let info = opt.step_with_norm(&ps, &gs, 0.1, 0.0, norm).unwrap();
+        (info.grad_norm, opt.moments().m["w"].to_vec::<f64>().unwrap())
+    };
+    let (n, m) = run(None);
+    assert!((n - 5.0).abs() < 1e-12, "computed norm {n}");
+    close(&m, &[0.1 * 3.0 / 5.0, 0.1 * 4.0 / 5.0], 1e-12);
+    let (n, m) = run(Some(100.0));
+    assert_eq!(n, 100.0);
+    close(&m, &[0.1 * 3.0 / 100.0, 0.1 * 4.0 / 100.0], 1e-12);
+}
