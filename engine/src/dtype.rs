@@ -30,9 +30,60 @@ impl DType {
     }
 }
 
+/// The private supertrait that seals [`Float`].
+mod sealed {
+    /// Implemented for exactly the types the engine's kernels are written for; being unnameable
+    /// outside this crate, no other type can implement [`Float`](super::Float).
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for f64 {}
+}
+
 /// A floating-point element that CPU kernels compute with.
+///
+/// The trait is sealed: only `f32` and `f64` implement it. Unsafe code in the engine and the
+/// crates above it relies on that (`as_f32`, `gemm`, `with_scratch` and the sparse kernels
+/// reinterpret a `[T]` as `[f32]` when `T::DTYPE == DType::F32`, and assume any bit pattern is a
+/// valid `T` of alignment at most 8), so a foreign implementation would be unsound:
+///
+/// ```compile_fail,E0277
+/// use spark_engine::{CpuStorage, DType, Float};
+/// # use std::ops::*;
+///
+/// #[derive(Clone, Copy, Debug, PartialEq, PartialOrd)]
+/// struct Fake(f64); // 8 bytes, claiming to be f32
+/// # macro_rules! op { ($tr:ident, $f:ident, $o:tt) => {
+/// #     impl $tr for Fake { type Output = Fake; fn $f(self, o: Fake) -> Fake { Fake(self.0 $o o.0) } }
+/// # } }
+/// # op!(Add, add, +); op!(Sub, sub, -); op!(Mul, mul, *); op!(Div, div, /);
+/// # impl Neg for Fake { type Output = Fake; fn neg(self) -> Fake { Fake(-self.0) } }
+/// # impl AddAssign for Fake { fn add_assign(&mut self, o: Fake) { self.0 += o.0 } }
+/// # impl MulAssign for Fake { fn mul_assign(&mut self, o: Fake) { self.0 *= o.0 } }
+/// # impl std::iter::Sum for Fake { fn sum<I: Iterator<Item = Fake>>(i: I) -> Fake { Fake(i.map(|f| f.0).sum()) } }
+/// impl Float for Fake {
+///     const DTYPE: DType = DType::F32;
+///     // ...
+/// #   const ZERO: Self = Fake(0.0);
+/// #   const ONE: Self = Fake(1.0);
+/// #   fn from_f64(v: f64) -> Self { Fake(v) }
+/// #   fn to_f64(self) -> f64 { self.0 }
+/// #   fn exp(self) -> Self { Fake(self.0.exp()) }
+/// #   fn ln(self) -> Self { Fake(self.0.ln()) }
+/// #   fn sqrt(self) -> Self { Fake(self.0.sqrt()) }
+/// #   fn tanh(self) -> Self { Fake(self.0.tanh()) }
+/// #   fn abs(self) -> Self { Fake(self.0.abs()) }
+/// #   fn powf(self, e: Self) -> Self { Fake(self.0.powf(e.0)) }
+/// #   fn max(self, o: Self) -> Self { Fake(self.0.max(o.0)) }
+/// #   fn min(self, o: Self) -> Self { Fake(self.0.min(o.0)) }
+/// #   fn is_finite(self) -> bool { self.0.is_finite() }
+/// #   fn into_storage(v: Vec<Self>) -> CpuStorage { unimplemented!() }
+/// #   fn slice(s: &CpuStorage) -> Option<&[Self]> { None }
+/// #   fn slice_mut(s: &mut CpuStorage) -> Option<&mut [Self]> { None }
+/// }
+/// ```
 pub trait Float:
-    Copy
+    sealed::Sealed
+    + Copy
     + Send
     + Sync
     + 'static
@@ -141,7 +192,7 @@ impl_float!(f64, F64, F64);
 
 /// The slice as `&[f32]` when `T` is f32 (kernels with an f32-only fast path), else `None`.
 pub fn as_f32<T: Float>(s: &[T]) -> Option<&[f32]> {
-    // SAFETY: T::DTYPE == F32 means T is f32 (Float is implemented for f32 and f64 only).
+    // SAFETY: T::DTYPE == F32 means T is f32 (`Float` is sealed: only f32 and f64 implement it).
     (T::DTYPE == DType::F32).then(|| unsafe { std::slice::from_raw_parts(s.as_ptr() as *const f32, s.len()) })
 }
 

@@ -23,10 +23,13 @@ use spark_engine::cpu::scratch::with_scratch;
 use spark_engine::cpu::SyncPtr;
 
 /// The active 2x2 tiles of one active set: per tile the 16 input rows of its 4x4 window and the
-/// 4 output rows of its sites (-1 where inactive or outside the map).
+/// 4 output rows of its sites (-1 where inactive or outside the map). Every site of the set is
+/// the output of exactly one tile, so the output rows are distinct and below `rows`.
 #[derive(Debug)]
 pub struct WinogradTiles {
     n: usize,
+    /// Sites of the set (rows of its feature matrix).
+    rows: usize,
     window: Vec<i32>,
     outputs: Vec<i32>,
 }
@@ -70,7 +73,7 @@ impl WinogradTiles {
                 }
             }
         }
-        WinogradTiles { n, window, outputs }
+        WinogradTiles { n, rows: set.coords().len(), window, outputs }
     }
 
     pub fn len(&self) -> usize {
@@ -122,6 +125,8 @@ fn run(
         }
         return y;
     }
+    // The output rows the tiles name must lie in y (the unsafe writes below rely on it).
+    assert!(tiles.rows <= rows, "winograd: tiles of {} sites for features of {rows} rows", tiles.rows);
     let per_block = tiles_per_block(tiles.n, cin, cout);
     // Every output row belongs to exactly one tile and tiles to one block, so parallel blocks
     // write disjoint rows.
@@ -141,7 +146,10 @@ fn run(
                     false,
                 );
             }
-            output_transform(m, &tiles.outputs[t0 * 4..(t0 + nt) * 4], bias, cout, nt, yptr);
+            // SAFETY: `yptr` is `y`, `[rows, cout]` and borrowed for the whole parallel loop; the
+            // tiles name output rows below tiles.rows <= rows (asserted above), each in one tile
+            // only, so the blocks' disjoint tile ranges write disjoint rows.
+            unsafe { output_transform(m, &tiles.outputs[t0 * 4..(t0 + nt) * 4], bias, cout, nt, yptr) };
         });
     });
     y
@@ -258,7 +266,13 @@ fn transform_output_grad(dy: &[f32], outputs: &[i32], cout: usize, m: &mut [f32]
 
 /// `Y = A^T M A (+ bias)`, `A^T = [[1,1,1,0], [0,1,-1,-1]]`, vectorised over the block's tiles,
 /// each kept output scattered to its feature row.
-fn output_transform(m: &[f32], outputs: &[i32], bias: Option<&[f32]>, cout: usize, nt: usize, y: SyncPtr<f32>) {
+///
+/// # Safety
+/// `y` must point to a writable `[rows, cout]` buffer that outlives the call with
+/// `0 <= outputs[i] < rows` for every kept output (negative entries are skipped), and while the
+/// call runs no other thread may read or write the feature rows named in `outputs` (blocks of
+/// tiles whose output rows are disjoint may run in parallel).
+unsafe fn output_transform(m: &[f32], outputs: &[i32], bias: Option<&[f32]>, cout: usize, nt: usize, y: SyncPtr<f32>) {
     let mut s = vec![0.0f32; 8 * nt];
     let mut o = vec![0.0f32; 4 * nt];
     for co in 0..cout {
@@ -278,8 +292,8 @@ fn output_transform(m: &[f32], outputs: &[i32], bias: Option<&[f32]>, cout: usiz
             for k in 0..4 {
                 let row = outputs[t * 4 + k];
                 if row >= 0 {
-                    // SAFETY: row < rows (it indexes the feature matrix y was sized for) and
-                    // belongs to this block's tile t only (rows are disjoint across tiles).
+                    // SAFETY: row < rows, so the element lies in y's buffer, and the caller
+                    // gives this call the rows in `outputs` alone.
                     unsafe { *y.get().add(row as usize * cout + co) = o[k * nt + t] + b0 };
                 }
             }

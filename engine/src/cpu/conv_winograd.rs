@@ -121,7 +121,10 @@ pub fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &ConvGeom, out: &m
                     false,
                 );
             }
-            transform_output(m, g, bias, r0, rows, tb, optr);
+            // SAFETY: `optr` is `out`, `g.out_len()` long (asserted above) and borrowed for the
+            // whole parallel loop; `with_block` hands block b the tile rows `r0..r0 + rows`,
+            // disjoint from every other block's and inside the geometry.
+            unsafe { transform_output(m, g, bias, r0, rows, tb, optr) };
         });
     });
 }
@@ -421,7 +424,13 @@ fn transform_row(even: &[f32], odd: &[f32], e: &mut [f32], tw: usize) {
 }
 
 /// `out = A^T M A (+ bias)` with `A^T = [[1,1,1,0], [0,1,-1,-1]]`, for tile rows `r0..r0+rows`.
-fn transform_output(
+///
+/// # Safety
+/// `out` must point to a writable buffer of at least `g.out_len()` f32s that outlives the call,
+/// `r0 + rows <= g.n * ceil(g.oh / 2)`, and while the call runs no other thread may read or
+/// write the output rows of tile rows `r0..r0 + rows` (calls on disjoint tile-row ranges may run
+/// in parallel).
+unsafe fn transform_output(
     m: &[f32],
     g: &ConvGeom,
     bias: Option<&[f32]>,
@@ -446,8 +455,8 @@ fn transform_output(
                 }
                 let sr = &s[dy * 4 * tw..(dy + 1) * 4 * tw];
                 let base = ((n * cout + co) * oh + oy) * ow;
-                // SAFETY: output row (n, co, oy) belongs to tile row (n, ty), which only this
-                // block transforms; base + ow <= out_len since oy < oh.
+                // SAFETY: output row (n, co, oy) belongs to tile row (n, ty), which the caller
+                // gives this call alone; base + ow <= out_len since n < g.n, co < cout, oy < oh.
                 let orow = unsafe { std::slice::from_raw_parts_mut(out.get().add(base), ow) };
                 let (s0, rest) = sr.split_at(tw);
                 let (s1, rest) = rest.split_at(tw);

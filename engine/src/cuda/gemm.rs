@@ -83,6 +83,21 @@ impl GemmShape {
         })
     }
 
+    /// No output element (nothing to launch).
+    fn is_empty(&self) -> bool {
+        self.m == 0 || self.n == 0 || self.batch == 0
+    }
+
+    /// The kernels' integer arguments: sizes, leading dimensions, batch strides.
+    fn kernel_ints(&self) -> Result<([i32; 3], [i32; 3], [i64; 3])> {
+        let i = |v: usize| int(v, "gemm");
+        Ok((
+            [i(self.m)?, i(self.n)?, i(self.k)?],
+            [i(self.lda)?, i(self.ldb)?, i(self.ldc)?],
+            [self.stride_a as i64, self.stride_b as i64, self.stride_c as i64],
+        ))
+    }
+
     fn check(&self, a: usize, b: usize, c: usize) -> Result<()> {
         let (ea, eb, ec) = self.extents();
         if a < ea || b < eb || c < ec {
@@ -108,12 +123,10 @@ impl CudaDevice {
         c: &mut CudaViewMut<f32>,
     ) -> Result<()> {
         s.check(a.len(), b.len(), c.len())?;
-        if s.m == 0 || s.n == 0 || s.batch == 0 {
+        if s.is_empty() {
             return Ok(());
         }
-        let (m, n, k) = (int(s.m, "gemm")?, int(s.n, "gemm")?, int(s.k, "gemm")?);
-        let (lda, ldb, ldc) = (int(s.lda, "gemm")?, int(s.ldb, "gemm")?, int(s.ldc, "gemm")?);
-        let (sa, sb, sc) = (s.stride_a as i64, s.stride_b as i64, s.stride_c as i64);
+        let ([m, n, k], [lda, ldb, ldc], [sa, sb, sc]) = s.kernel_ints()?;
         let cfg = s.launch_config(TILE, TILE, 0)?;
         macro_rules! go {
             ($name:literal) => {
@@ -142,12 +155,10 @@ impl CudaDevice {
         c: &mut CudaViewMut<f32>,
     ) -> Result<()> {
         s.check(a.len(), b.len(), c.len())?;
-        if s.m == 0 || s.n == 0 || s.batch == 0 {
+        if s.is_empty() {
             return Ok(());
         }
-        let (m, n, k) = (int(s.m, "gemm")?, int(s.n, "gemm")?, int(s.k, "gemm")?);
-        let (lda, ldb, ldc) = (int(s.lda, "gemm")?, int(s.ldb, "gemm")?, int(s.ldc, "gemm")?);
-        let (sa, sb, sc) = (s.stride_a as i64, s.stride_b as i64, s.stride_c as i64);
+        let ([m, n, k], [lda, ldb, ldc], [sa, sb, sc]) = s.kernel_ints()?;
         let cfg = s.launch_config(BF16_TILE_M, BF16_TILE_N, BF16_SMEM_BYTES)?;
         macro_rules! go {
             ($name:literal) => {{

@@ -231,7 +231,11 @@ macro_rules! specialise {
 
 /// A fresh vector of `n` elements whose chunks `f(start, dst)` writes (no zero-fill first), in
 /// parallel when large.
-fn fill_chunks<T: Float>(n: usize, f: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync) -> Vec<T> {
+///
+/// # Safety
+/// `f(start, dst)` must initialise every element of `dst` (the elements `start..start +
+/// dst.len()` of the result) before it returns; the vector is assumed initialised afterwards.
+unsafe fn fill_chunks<T: Float>(n: usize, f: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync) -> Vec<T> {
     let mut out: Vec<T> = Vec::with_capacity(n);
     let spare = &mut out.spare_capacity_mut()[..n];
     if n >= PAR_THRESHOLD {
@@ -239,34 +243,38 @@ fn fill_chunks<T: Float>(n: usize, f: impl Fn(usize, &mut [MaybeUninit<T>]) + Sy
     } else {
         spare.chunks_mut(CHUNK).enumerate().for_each(|(c, dst)| f(c * CHUNK, dst));
     }
-    // SAFETY: `f` wrote every element of every chunk (the callers zip dst with equal-length
-    // input chunks).
+    // SAFETY: the chunks cover `..n` and `f` initialised every element of each (the caller's
+    // contract); capacity is n.
     unsafe { out.set_len(n) };
     out
 }
 
 /// `f(x)` elementwise.
 fn map<T: Float>(x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
-    fill_chunks(x.len(), |start, dst| {
+    let fill = |start: usize, dst: &mut [MaybeUninit<T>]| {
         let n = dst.len();
         let x = &x[start..start + n];
         for i in 0..n {
             dst[i].write(f(x[i]));
         }
-    })
+    };
+    // SAFETY: `fill` writes every element of `dst` (or panics on a short input).
+    unsafe { fill_chunks(x.len(), fill) }
 }
 
 /// `f(x, y, g)` elementwise over three equally long slices.
 fn map3<T: Float>(x: &[T], y: &[T], g: &[T], f: impl Fn(T, T, T) -> T + Sync) -> Vec<T> {
     assert!(y.len() == x.len() && g.len() == x.len(), "unary backward: operand lengths differ");
-    fill_chunks(x.len(), |start, dst| {
+    let fill = |start: usize, dst: &mut [MaybeUninit<T>]| {
         // Equal-length re-slices let the compiler drop the bounds checks and vectorise.
         let n = dst.len();
         let (x, y, g) = (&x[start..start + n], &y[start..start + n], &g[start..start + n]);
         for i in 0..n {
             dst[i].write(f(x[i], y[i], g[i]));
         }
-    })
+    };
+    // SAFETY: `fill` writes every element of `dst` (or panics on a short input).
+    unsafe { fill_chunks(x.len(), fill) }
 }
 
 struct UnaryOp {

@@ -190,6 +190,9 @@ pub(crate) fn gemm_f32<A: PackA + ?Sized, B: PackB + ?Sized>(
     ldc: usize,
     accumulate: bool,
 ) {
+    let (m, n, _) = dims;
+    // The unsafe tile writes in `run` rely on C holding every (row < m, col < n) at ldc.
+    assert!(m == 0 || n == 0 || (ldc >= n && c.len() >= (m - 1) * ldc + n), "gemm: C too small");
     match (precision, spec.bf16_func) {
         (MatmulPrecision::Bf16, Some(f)) => run(&PairPanels(f), spec, dims, a, b, c, ldc, accumulate),
         (p, _) => {
@@ -267,7 +270,7 @@ fn run<P: Packing, A: PackA + ?Sized, B: PackB + ?Sized>(
                                 let rows = mr.min(m - r0);
                                 let apan = abuf[ip * depth * mr..].as_ptr();
                                 // SAFETY: the packed panels hold depth*mr / depth*nr elements; the
-                                // C tile (r0.., j0..) lies inside C (checked by `gemm`) and
+                                // C tile (r0.., j0..) lies inside C (checked in `gemm_f32`) and
                                 // belongs to this task only.
                                 unsafe {
                                     let ct = cptr.get().add(r0 * ldc + j0);

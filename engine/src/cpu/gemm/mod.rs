@@ -203,7 +203,7 @@ pub fn gemm<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T], ldc: usiz
         return;
     }
     if T::DTYPE == DType::F32 {
-        // SAFETY: T::DTYPE == F32 means T is f32 (Float is implemented for f32 and f64 only).
+        // SAFETY: T::DTYPE == F32 means T is f32 (`Float` is sealed: only f32 and f64 implement it).
         let (a, b, c) = unsafe { (cast_mat(a), cast_mat(b), &mut *(c as *mut [T] as *mut [f32])) };
         let dims = (a.rows, b.cols, a.cols);
         driver::gemm_f32(&spec(default_path()), matmul_precision(), dims, &a, &b, c, ldc, accumulate);
