@@ -69,28 +69,7 @@ impl CudaDevice {
     ) -> Result<()> {
         let a = Self::im2col_args(g, n)?;
         let work = n * g.cin * g.kh * g.kw * g.l();
-        launch!(
-            self,
-            CONV,
-            "im2col_f32",
-            launch::elementwise(work),
-            x,
-            col,
-            &a[0],
-            &a[1],
-            &a[2],
-            &a[3],
-            &a[4],
-            &a[5],
-            &a[6],
-            &a[7],
-            &a[8],
-            &a[9],
-            &a[10],
-            &a[11],
-            &a[12],
-            &a[13]
-        );
+        launch!(self, CONV, "im2col_f32", launch::elementwise(work), x, col; a);
         Ok(())
     }
 
@@ -104,28 +83,7 @@ impl CudaDevice {
     ) -> Result<()> {
         let a = Self::im2col_args(g, n)?;
         let work = n * g.cin * g.h * g.w;
-        launch!(
-            self,
-            CONV,
-            "col2im_f32",
-            launch::elementwise(work),
-            col,
-            x,
-            &a[0],
-            &a[1],
-            &a[2],
-            &a[3],
-            &a[4],
-            &a[5],
-            &a[6],
-            &a[7],
-            &a[8],
-            &a[9],
-            &a[10],
-            &a[11],
-            &a[12],
-            &a[13]
-        );
+        launch!(self, CONV, "col2im_f32", launch::elementwise(work), col, x; a);
         Ok(())
     }
 
@@ -158,25 +116,7 @@ impl CudaDevice {
         if is_direct_depthwise(g) {
             let a = Self::depthwise_args(g)?;
             let none = 0u64; // nullptr: the bias is added below
-            launch!(
-                self,
-                CONV,
-                "dwconv_fwd_f32",
-                Self::depthwise_tiles(g.out_len()),
-                x,
-                w,
-                &none,
-                &mut y,
-                &a[0],
-                &a[1],
-                &a[2],
-                &a[3],
-                &a[4],
-                &a[5],
-                &a[6],
-                &a[7],
-                &a[8]
-            );
+            launch!(self, CONV, "dwconv_fwd_f32", Self::depthwise_tiles(g.out_len()), x, w, &none, &mut y; a);
         } else {
             let (k, l, cg, og) = (g.k(), g.l(), g.cin_g(), g.cout_g());
             let chunk = Self::chunk(g);
@@ -227,24 +167,7 @@ impl CudaDevice {
         let mut gx = self.alloc::<f32>(g.in_len())?;
         if is_direct_depthwise(g) {
             let a = Self::depthwise_args(g)?;
-            launch!(
-                self,
-                CONV,
-                "dwconv_bwd_input_f32",
-                Self::depthwise_tiles(g.in_len()),
-                gy,
-                w,
-                &mut gx,
-                &a[0],
-                &a[1],
-                &a[2],
-                &a[3],
-                &a[4],
-                &a[5],
-                &a[6],
-                &a[7],
-                &a[8]
-            );
+            launch!(self, CONV, "dwconv_bwd_input_f32", Self::depthwise_tiles(g.in_len()), gy, w, &mut gx; a);
             return Ok(gx);
         }
         let (k, l, cg, og) = (g.k(), g.l(), g.cin_g(), g.cout_g());
@@ -289,24 +212,7 @@ impl CudaDevice {
         if is_direct_depthwise(g) {
             let a = Self::depthwise_args(g)?;
             let cfg = launch::per_row(g.cout); // one block per channel
-            launch!(
-                self,
-                CONV,
-                "dwconv_bwd_weight_f32",
-                cfg,
-                x,
-                gy,
-                &mut gw,
-                &a[0],
-                &a[1],
-                &a[2],
-                &a[3],
-                &a[4],
-                &a[5],
-                &a[6],
-                &a[7],
-                &a[8]
-            );
+            launch!(self, CONV, "dwconv_bwd_weight_f32", cfg, x, gy, &mut gw; a);
             return Ok(gw);
         }
         let (k, l, cg, og) = (g.k(), g.l(), g.cin_g(), g.cout_g());

@@ -26,15 +26,17 @@ pub(crate) fn int(n: usize, op: &'static str) -> Result<i32> {
 }
 
 /// `launch!(dev, SOURCE, "kernel", cfg, &arg1, &mut arg2, ...)`: looks the kernel up (compiling
-/// its source on first use) and queues it on the device's stream.
+/// its source on first use) and queues it on the device's stream. `...; ints` appends every
+/// element of the array `ints` as one more argument each (the geometry of convs and pools).
 macro_rules! launch {
-    ($dev:expr, $src:expr, $name:literal, $cfg:expr, $($arg:expr),* $(,)?) => {{
+    ($dev:expr, $src:expr, $name:literal, $cfg:expr, $($arg:expr),* $(; $ints:expr)? $(,)?) => {{
         let dev: &$crate::cuda::CudaDevice = &$dev;
         let f = dev.function(&$src, $name)?;
         let mut b = dev.stream().launch_builder(&f);
         #[allow(unused_imports)]
         use cudarc::driver::PushKernelArg as _;
         $( b.arg($arg); )*
+        $( for v in $ints.iter() { b.arg(v); } )?
         // SAFETY: each wrapper passes the argument list of the kernel's signature in its `.cu`
         // file, with buffers at least as long as the sizes it passes.
         unsafe { b.launch($cfg) }.map_err(|e| dev.driver_err(concat!("kernel ", $name), e))?;

@@ -96,27 +96,7 @@ impl CudaDevice {
         let a = g.args("max_pool2d")?;
         let mut y = self.alloc::<f32>(g.out_len())?;
         let mut argmax = self.alloc::<i32>(g.out_len())?;
-        launch!(
-            self,
-            POOL,
-            "maxpool2d_fwd_f32",
-            launch::elementwise(g.out_len()),
-            x,
-            &mut y,
-            &mut argmax,
-            &a[0],
-            &a[1],
-            &a[2],
-            &a[3],
-            &a[4],
-            &a[5],
-            &a[6],
-            &a[7],
-            &a[8],
-            &a[9],
-            &a[10],
-            &a[11]
-        );
+        launch!(self, POOL, "maxpool2d_fwd_f32", launch::elementwise(g.out_len()), x, &mut y, &mut argmax; a);
         Ok((y, argmax))
     }
 
@@ -149,26 +129,7 @@ impl CudaDevice {
     pub fn avg_pool2d_forward(&self, x: &CudaSlice<f32>, g: &Pool2d) -> Result<CudaSlice<f32>> {
         let a = g.args("avg_pool2d")?;
         let mut y = self.alloc::<f32>(g.out_len())?;
-        launch!(
-            self,
-            POOL,
-            "avgpool2d_fwd_f32",
-            launch::elementwise(g.out_len()),
-            x,
-            &mut y,
-            &a[0],
-            &a[1],
-            &a[2],
-            &a[3],
-            &a[4],
-            &a[5],
-            &a[6],
-            &a[7],
-            &a[8],
-            &a[9],
-            &a[10],
-            &a[11]
-        );
+        launch!(self, POOL, "avgpool2d_fwd_f32", launch::elementwise(g.out_len()), x, &mut y; a);
         Ok(y)
     }
 
@@ -176,26 +137,7 @@ impl CudaDevice {
     pub fn avg_pool2d_backward(&self, gy: &CudaSlice<f32>, g: &Pool2d) -> Result<CudaSlice<f32>> {
         let a = g.args("avg_pool2d backward")?;
         let mut gx = self.alloc::<f32>(g.in_len())?;
-        launch!(
-            self,
-            POOL,
-            "avgpool2d_bwd_f32",
-            launch::elementwise(g.in_len()),
-            gy,
-            &mut gx,
-            &a[0],
-            &a[1],
-            &a[2],
-            &a[3],
-            &a[4],
-            &a[5],
-            &a[6],
-            &a[7],
-            &a[8],
-            &a[9],
-            &a[10],
-            &a[11]
-        );
+        launch!(self, POOL, "avgpool2d_bwd_f32", launch::elementwise(g.in_len()), gy, &mut gx; a);
         Ok(gx)
     }
 
@@ -203,20 +145,7 @@ impl CudaDevice {
     pub fn adaptive_avg_pool2d_forward(&self, x: &CudaSlice<f32>, g: &Pool2d) -> Result<CudaSlice<f32>> {
         let a = g.adaptive_args("adaptive_avg_pool2d")?;
         let mut y = self.alloc::<f32>(g.out_len())?;
-        launch!(
-            self,
-            POOL,
-            "adaptive_avgpool2d_fwd_f32",
-            launch::elementwise(g.out_len()),
-            x,
-            &mut y,
-            &a[0],
-            &a[1],
-            &a[2],
-            &a[3],
-            &a[4],
-            &a[5]
-        );
+        launch!(self, POOL, "adaptive_avgpool2d_fwd_f32", launch::elementwise(g.out_len()), x, &mut y; a);
         Ok(y)
     }
 
@@ -224,20 +153,7 @@ impl CudaDevice {
     pub fn adaptive_avg_pool2d_backward(&self, gy: &CudaSlice<f32>, g: &Pool2d) -> Result<CudaSlice<f32>> {
         let a = g.adaptive_args("adaptive_avg_pool2d backward")?;
         let mut gx = self.alloc::<f32>(g.in_len())?;
-        launch!(
-            self,
-            POOL,
-            "adaptive_avgpool2d_bwd_f32",
-            launch::elementwise(g.in_len()),
-            gy,
-            &mut gx,
-            &a[0],
-            &a[1],
-            &a[2],
-            &a[3],
-            &a[4],
-            &a[5]
-        );
+        launch!(self, POOL, "adaptive_avgpool2d_bwd_f32", launch::elementwise(g.in_len()), gy, &mut gx; a);
         Ok(gx)
     }
 
@@ -252,20 +168,7 @@ impl CudaDevice {
         let a = upsample_args(dims, sy, sx, "upsample_nearest")?;
         let n = dims.iter().product::<usize>() * sy * sx;
         let mut y = self.alloc::<f32>(n)?;
-        launch!(
-            self,
-            POOL,
-            "upsample_nearest_fwd_f32",
-            launch::elementwise(n),
-            x,
-            &mut y,
-            &a[0],
-            &a[1],
-            &a[2],
-            &a[3],
-            &a[4],
-            &a[5]
-        );
+        launch!(self, POOL, "upsample_nearest_fwd_f32", launch::elementwise(n), x, &mut y; a);
         Ok(y)
     }
 
@@ -280,20 +183,7 @@ impl CudaDevice {
         let a = upsample_args(dims, sy, sx, "upsample_nearest backward")?;
         let n = dims.iter().product::<usize>();
         let mut gx = self.alloc::<f32>(n)?;
-        launch!(
-            self,
-            POOL,
-            "upsample_nearest_bwd_f32",
-            launch::elementwise(n),
-            gy,
-            &mut gx,
-            &a[0],
-            &a[1],
-            &a[2],
-            &a[3],
-            &a[4],
-            &a[5]
-        );
+        launch!(self, POOL, "upsample_nearest_bwd_f32", launch::elementwise(n), gy, &mut gx; a);
         Ok(gx)
     }
 }
