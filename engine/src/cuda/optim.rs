@@ -32,15 +32,9 @@ impl CudaDevice {
         m: &mut CudaSlice<f32>,
         v: &mut CudaSlice<f32>,
         n: usize,
-        lr: f64,
-        beta1: f64,
-        beta2: f64,
-        eps: f64,
-        weight_decay: f64,
-        bias_c1: f64,
-        bias_c2: f64,
-        grad_scale: f64,
+        h: &AdamStep,
     ) -> Result<()> {
+        let AdamStep { lr, beta1, beta2, eps, weight_decay, bias_c1, bias_c2, grad_scale } = *h;
         let ni = int(n, "adamw_step")?;
         let [lr, eps, weight_decay, bias_c1, bias_c2, grad_scale] =
             to_f32([lr, eps, weight_decay, bias_c1, bias_c2, grad_scale]);
@@ -78,15 +72,9 @@ impl CudaDevice {
         m: &mut CudaSlice<f32>,
         v: &mut CudaSlice<f32>,
         n: usize,
-        lr: f64,
-        beta1: f64,
-        beta2: f64,
-        eps: f64,
-        weight_decay: f64,
-        bias_c1: f64,
-        bias_c2: f64,
-        grad_scale: f64,
+        h: &AdamStep,
     ) -> Result<()> {
+        let AdamStep { lr, beta1, beta2, eps, weight_decay, bias_c1, bias_c2, grad_scale } = *h;
         let ni = int(n, "lamb_step")?;
         let [lr, eps, weight_decay, bias_c1, bias_c2, grad_scale] =
             to_f32([lr, eps, weight_decay, bias_c1, bias_c2, grad_scale]);
@@ -189,14 +177,9 @@ pub fn fused_adam_update(
         let (mut ps, mut ms, mut vs) = (p.storage_mut(), m.storage_mut(), v.storage_mut());
         let (pb, mb, vb) =
             (ps.cuda_mut(OP)?.as_f32_mut(OP)?, ms.cuda_mut(OP)?.as_f32_mut(OP)?, vs.cuda_mut(OP)?.as_f32_mut(OP)?);
-        let args = (h.lr, h.beta1, h.beta2, h.eps, h.weight_decay, h.bias_c1, h.bias_c2, h.grad_scale);
         match kind {
-            AdamKind::AdamW => {
-                dev.adamw_step(pb, gb, mb, vb, n, args.0, args.1, args.2, args.3, args.4, args.5, args.6, args.7)
-            }
-            AdamKind::Lamb => {
-                dev.lamb_step(pb, gb, mb, vb, n, args.0, args.1, args.2, args.3, args.4, args.5, args.6, args.7)
-            }
+            AdamKind::AdamW => dev.adamw_step(pb, gb, mb, vb, n, h),
+            AdamKind::Lamb => dev.lamb_step(pb, gb, mb, vb, n, h),
         }
     })
 }

@@ -3,6 +3,7 @@
 //! parameters, with and without the grad-norm clip, weight decay and bias correction.
 
 use super::{assert_close, gpu, uniform};
+use spark_engine::cuda::AdamStep;
 
 #[derive(Clone, Copy, Debug)]
 struct Hyper {
@@ -110,12 +111,21 @@ fn run(what: &str, lamb: bool, h: Hyper, p0: &[f32], steps: usize, seed: u64) {
         let correct = !lamb || h.bias_correction;
         let (bc1, bc2) = if correct { (1.0 - h.beta1.powi(t), 1.0 - h.beta2.powi(t)) } else { (1.0, 1.0) };
         let s = inv_clip(&gs, h.max_grad_norm);
-        let (lr, b1, b2, eps, wd) = (h.lr, h.beta1, h.beta2, h.eps, h.wd);
+        let hyper = AdamStep {
+            lr: h.lr,
+            beta1: h.beta1,
+            beta2: h.beta2,
+            eps: h.eps,
+            weight_decay: h.wd,
+            bias_c1: bc1,
+            bias_c2: bc2,
+            grad_scale: s,
+        };
         if lamb {
-            dev.lamb_step(&mut p, &g, &mut m, &mut v, n, lr, b1, b2, eps, wd, bc1, bc2, s).unwrap();
+            dev.lamb_step(&mut p, &g, &mut m, &mut v, n, &hyper).unwrap();
             want.lamb(&h, &gs);
         } else {
-            dev.adamw_step(&mut p, &g, &mut m, &mut v, n, lr, b1, b2, eps, wd, bc1, bc2, s).unwrap();
+            dev.adamw_step(&mut p, &g, &mut m, &mut v, n, &hyper).unwrap();
             want.adamw(&h, &gs);
         }
     }
