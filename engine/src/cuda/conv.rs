@@ -13,12 +13,12 @@ use cudarc::driver::{CudaSlice, LaunchConfig};
 /// Most bytes of an im2col buffer; images are processed in chunks that fit.
 const COL_BUDGET: usize = 512 << 20;
 
-fn is_pointwise(g: &ConvGeom) -> bool {
+pub(crate) fn is_pointwise(g: &ConvGeom) -> bool {
     g.kh == 1 && g.kw == 1 && g.stride == [1, 1] && g.pad == [0, 0]
 }
 
 /// Depthwise geometries the direct kernels cover (square, dilation 1, same stride and padding).
-fn is_direct_depthwise(g: &ConvGeom) -> bool {
+pub(crate) fn is_direct_depthwise(g: &ConvGeom) -> bool {
     g.groups == g.cin
         && g.cin == g.cout
         && g.kh == g.kw
@@ -27,13 +27,13 @@ fn is_direct_depthwise(g: &ConvGeom) -> bool {
         && g.pad[0] == g.pad[1]
 }
 
-impl CudaDevice {
-    /// Images per im2col chunk.
-    fn chunk(g: &ConvGeom) -> usize {
-        let per_image = g.cin * g.kh * g.kw * g.l() * 4;
-        (COL_BUDGET / per_image.max(1)).clamp(1, g.n.max(1))
-    }
+/// Images per im2col chunk: as many as fit `COL_BUDGET`, at least one.
+pub(crate) fn chunk_images(g: &ConvGeom) -> usize {
+    let per_image = g.cin * g.kh * g.kw * g.l() * 4;
+    (COL_BUDGET / per_image.max(1)).clamp(1, g.n.max(1))
+}
 
+impl CudaDevice {
     /// The 14 ints after the buffers of `im2col_f32` / `col2im_f32`, for `n` images.
     fn im2col_args(g: &ConvGeom, n: usize) -> Result<[i32; 14]> {
         let v = [
@@ -119,7 +119,7 @@ impl CudaDevice {
             launch!(self, CONV, "dwconv_fwd_f32", Self::depthwise_tiles(g.out_len()), x, w, &none, &mut y; a);
         } else {
             let (k, l, cg, og) = (g.k(), g.l(), g.cin_g(), g.cout_g());
-            let chunk = Self::chunk(g);
+            let chunk = chunk_images(g);
             let mut col =
                 if is_pointwise(g) { None } else { Some(self.alloc::<f32>(chunk * g.cin * g.kh * g.kw * l)?) };
             for n0 in (0..g.n).step_by(chunk) {
@@ -171,7 +171,7 @@ impl CudaDevice {
             return Ok(gx);
         }
         let (k, l, cg, og) = (g.k(), g.l(), g.cin_g(), g.cout_g());
-        let chunk = Self::chunk(g);
+        let chunk = chunk_images(g);
         let pointwise = is_pointwise(g);
         let mut col = if pointwise { None } else { Some(self.alloc::<f32>(chunk * g.cin * g.kh * g.kw * l)?) };
         for n0 in (0..g.n).step_by(chunk) {
@@ -216,7 +216,7 @@ impl CudaDevice {
             return Ok(gw);
         }
         let (k, l, cg, og) = (g.k(), g.l(), g.cin_g(), g.cout_g());
-        let chunk = Self::chunk(g);
+        let chunk = chunk_images(g);
         let pointwise = is_pointwise(g);
         let mut col = if pointwise { None } else { Some(self.alloc::<f32>(chunk * g.cin * g.kh * g.kw * l)?) };
         // One weight-gradient per image of the chunk, summed after: the batched GEMM keeps every

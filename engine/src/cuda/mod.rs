@@ -10,7 +10,7 @@
 
 mod autocast;
 pub mod compile;
-mod conv;
+pub(crate) mod conv;
 mod device;
 mod elementwise;
 mod gemm;
@@ -30,3 +30,5 @@ pub use optim::{fused_adam_update, AdamKind, AdamStep};
 pub use storage::{CudaData, CudaStorage};
 pub(crate) mod ops;
 pub(crate) mod tensor;
+#[cfg(test)]
+mod tests;
