@@ -75,7 +75,17 @@ pub struct LoadReport {
     pub mismatched: Vec<ShapeMismatch>,
     /// File keys that were renamed (timm → official), as (file key, module key).
     pub remapped: Vec<(String, String)>,
+    /// Known-deprecated file keys ([`DEPRECATED_KEYS`]) the module does not have: skipped, and
+    /// not counted as unexpected even by a strict load.
+    pub deprecated: Vec<String>,
 }
+
+/// File keys that official checkpoints carry but no model uses: the official SparK model's
+/// buffers `imn_m` / `imn_s` (ImageNet mean and std) and `norm_black` (a normalised black image),
+/// which its code marks deprecated. A load skips them (listing them in
+/// [`LoadReport::deprecated`]) when the module has no such key, so an official SparK state dict
+/// loads strictly, every other key still checked.
+pub const DEPRECATED_KEYS: &[&str] = &["imn_m", "imn_s", "norm_black"];
 
 impl LoadReport {
     pub fn is_clean(&self) -> bool {
@@ -155,7 +165,9 @@ fn view_to_f64(name: &str, v: &TensorView<'_>, path: &Path) -> Result<Vec<f64>> 
 
 /// Loads `path` into `module` in place. `strict`: any missing, unexpected or mis-shaped key is
 /// an error naming them (nothing is written then). Non-strict: loads what fits and reports the
-/// rest. A truncated or corrupt file is an error naming the file.
+/// rest. Either way, known-deprecated keys the module lacks ([`DEPRECATED_KEYS`]) are skipped
+/// and listed in [`LoadReport::deprecated`]. A truncated or corrupt file is an error naming the
+/// file.
 pub fn load_safetensors(module: &dyn Module, path: impl AsRef<Path>, strict: bool) -> Result<LoadReport> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|e| st_err(path, e))?;
@@ -174,6 +186,9 @@ pub fn load_safetensors(module: &dyn Module, path: impl AsRef<Path>, strict: boo
         let view = st.tensor(&file_key).map_err(|e| st_err(path, e))?;
         let key = if targets.contains_key(&file_key) {
             file_key.clone()
+        } else if DEPRECATED_KEYS.contains(&file_key.as_str()) {
+            report.deprecated.push(file_key);
+            continue;
         } else {
             match timm_convnext_key(&file_key) {
                 Some(k) if targets.contains_key(&k) => {

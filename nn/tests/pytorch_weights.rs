@@ -227,3 +227,67 @@ fn timm_convnext_v2_names_and_grn_shapes_load() {
     spark_engine::testing::assert_tensor_close("v2 timm", &y, get(&io, "output_eval"), 1e-4, 1e-4);
     std::fs::remove_file(path).unwrap();
 }
+
+/// A state dict with the official SparK model's deprecated buffers (`imn_m`, `imn_s`,
+/// `norm_black`, which no model here has) loads strictly: they are reported and skipped, every
+/// other key still checked (an unknown key or a missing one still fails).
+#[test]
+fn deprecated_official_buffers_are_skipped_by_a_strict_load() {
+    use safetensors::tensor::TensorView;
+    let a = model("resnet18_w4", 3);
+    let dir = std::env::temp_dir();
+    let write = |name: &str, extra: &[(&str, Vec<usize>)], drop: Option<&str>| {
+        let mut entries: Vec<(String, Vec<usize>, Vec<u8>, safetensors::Dtype)> = a
+            .state_dict()
+            .into_iter()
+            .filter(|(n, _, _)| Some(n.as_str()) != drop)
+            .map(|(n, t, _)| {
+                let (dt, bytes) = if n.ends_with("num_batches_tracked") {
+                    (safetensors::Dtype::I64, 0i64.to_le_bytes().to_vec())
+                } else {
+                    (safetensors::Dtype::F32, t.to_vec::<f32>().unwrap().iter().flat_map(|x| x.to_le_bytes()).collect())
+                };
+                (n, t.shape(), bytes, dt)
+            })
+            .collect();
+        for (n, shape) in extra {
+            let bytes = vec![0u8; 4 * shape.iter().product::<usize>()];
+            entries.push((n.to_string(), shape.clone(), bytes, safetensors::Dtype::F32));
+        }
+        let views: Vec<(String, TensorView<'_>)> =
+            entries.iter().map(|(n, s, d, dt)| (n.clone(), TensorView::new(*dt, s.clone(), d).unwrap())).collect();
+        let path = dir.join(format!("spark_nn_deprecated_{name}_{}.safetensors", std::process::id()));
+        safetensors::serialize_to_file(views, &None, &path).unwrap();
+        path
+    };
+    let official = [("imn_m", vec![1, 3, 1, 1]), ("imn_s", vec![1, 3, 1, 1]), ("norm_black", vec![1, 3, 32, 32])];
+    let path = write("official", &official, None);
+    let b = model("resnet18_w4", 4);
+    let r = load_safetensors(&*b, &path, true).unwrap();
+    assert!(r.is_clean(), "{r:?}");
+    assert_eq!(r.deprecated, ["imn_m", "imn_s", "norm_black"]);
+    assert!(r.unexpected.is_empty());
+    assert_eq!(r.loaded.len(), a.state_dict().len());
+    for ((n, x, _), (_, y, _)) in a.state_dict().iter().zip(b.state_dict().iter()) {
+        if !n.ends_with("num_batches_tracked") {
+            assert_eq!(x.to_vec_f64().unwrap(), y.to_vec_f64().unwrap(), "{n}");
+        }
+    }
+    // Non-strict reports them the same way.
+    let r = load_safetensors(&*b, &path, false).unwrap();
+    assert_eq!(r.deprecated.len(), 3);
+
+    // Anything else is still strict: an unknown key beside the deprecated ones...
+    let mut extra = official.to_vec();
+    extra.push(("imn_x", vec![1]));
+    let bad = write("unknown", &extra, None);
+    let e = load_safetensors(&*b, &bad, true).unwrap_err().to_string();
+    assert!(e.contains("unexpected keys: imn_x") && !e.contains("imn_m"), "{e}");
+    // ...or a missing one.
+    let short = write("missing", &official, Some("fc.bias"));
+    let e = load_safetensors(&*b, &short, true).unwrap_err().to_string();
+    assert!(e.contains("missing keys: fc.bias"), "{e}");
+    for p in [path, bad, short] {
+        std::fs::remove_file(p).unwrap();
+    }
+}

@@ -225,7 +225,8 @@ fn winograd_tiles(map: &KernelMap, d: ConvDims) -> Option<&winograd::WinogradTil
 fn from_f32<T: Float>(v: Vec<f32>) -> Vec<T> {
     assert_eq!(T::DTYPE, DType::F32, "fused sparse conv kernels are f32 only");
     let mut v = std::mem::ManuallyDrop::new(v);
-    // SAFETY: T is f32 (checked above), so pointer, length and capacity describe a valid Vec<T>.
+    // SAFETY: T is f32 (checked above; `Float` is sealed, so the dtype names the type), so
+    // pointer, length and capacity describe a valid Vec<T>.
     unsafe { Vec::from_raw_parts(v.as_mut_ptr() as *mut T, v.len(), v.capacity()) }
 }
 

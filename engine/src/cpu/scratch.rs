@@ -18,7 +18,7 @@ pub fn with_scratch<T: Float, R>(len: usize, f: impl FnOnce(&mut [T]) -> R) -> R
             if v.len() < words {
                 v.resize(words, 0.0);
             }
-            // SAFETY: T is f32 or f64 (alignment <= 8, any bit pattern valid); the buffer
+            // SAFETY: T is f32 or f64 (`Float` is sealed): alignment <= 8, any bit pattern valid; the buffer
             // holds at least len * size_of::<T>() bytes.
             let s = unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut T, len) };
             f(s)
