@@ -1,4 +1,4 @@
-//! spark-engine: tensors, reverse-mode autograd and CPU kernels.
+//! spark-engine: tensors, reverse-mode autograd, CPU kernels and a CUDA backend (`cuda`).
 //!
 //! Layering: this crate knows nothing of sparse convolution or models. Other crates extend it
 //! through the public `Op` trait (custom differentiable ops) and the `cpu::gemm` entry point.
