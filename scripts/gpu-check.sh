@@ -36,6 +36,7 @@ ft=/tmp/spark-ft; rm -rf "$ft"
 timeout 60 "$bin/spark" eval --device cuda -c "$ft/classifier.safetensors" 2>&1 | head -3
 ( time timeout 120 "$bin/spark" finetune --device cpu --steps 64 --out "$ft-cpu" ) 2>&1 | tail -4
 echo "-- the main job's pretraining on the GPU (dense-masked) and on the CPU (sparse), 100 steps each"
+rm -rf /tmp/spark-pt /tmp/spark-pt-cpu "$ft-cpu"
 ( time timeout 120 "$bin/spark" pretrain --device cuda --encoder dense-masked --steps 100 --out /tmp/spark-pt ) 2>&1 | tail -7
 ( time timeout 120 "$bin/spark" pretrain --device cpu --steps 100 --out /tmp/spark-pt-cpu ) 2>&1 | tail -5
 echo "== 3. PyTorch (cuBLAS / cuDNN) on the same GPU, same run"

@@ -60,10 +60,10 @@ impl Flags {
     }
 }
 
-/// Saves a resolved config as TOML.
+/// Saves a resolved config as TOML (through a temporary file and a rename).
 pub fn save<T: Serialize>(value: &T, path: &Path) -> CliResult<()> {
     let text = toml::to_string_pretty(value).map_err(|e| CliError::runtime(format!("config: {e}")))?;
-    std::fs::write(path, text).map_err(|e| CliError::runtime(format!("cannot write {}: {e}", path.display())))
+    crate::output::write_atomic(path, text.as_bytes())
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! CLI errors: one line of what went wrong plus an optional hint, and the exit code
-//! (2 = the command line or config was wrong, 1 = the work itself failed, 130 = Ctrl-C).
+//! (2 = the command line or config was wrong, 1 = the work itself failed, 128 + the signal number
+//! when a signal stopped it: 130 = Ctrl-C, 143 = SIGTERM, 129 = SIGHUP).
 
 use std::fmt;
 
@@ -7,8 +8,9 @@ use std::fmt;
 pub enum Kind {
     Usage,
     Runtime,
-    /// Stopped by Ctrl-C after saving its state (exit code 130, the shell convention).
-    Interrupted,
+    /// Stopped by this signal after saving its state (exit code 128 + the signal, the shell
+    /// convention: 130 for Ctrl-C).
+    Interrupted(i32),
 }
 
 #[derive(Debug)]
@@ -27,8 +29,8 @@ impl CliError {
     pub fn runtime(msg: impl Into<String>) -> Self {
         CliError { kind: Kind::Runtime, msg: msg.into(), hint: None }
     }
-    pub fn interrupted(msg: impl Into<String>) -> Self {
-        CliError { kind: Kind::Interrupted, msg: msg.into(), hint: None }
+    pub fn interrupted(signal: i32, msg: impl Into<String>) -> Self {
+        CliError { kind: Kind::Interrupted(signal), msg: msg.into(), hint: None }
     }
     pub fn hint(mut self, h: impl Into<String>) -> Self {
         self.hint = Some(h.into());
@@ -38,7 +40,7 @@ impl CliError {
         match self.kind {
             Kind::Usage => 2,
             Kind::Runtime => 1,
-            Kind::Interrupted => 130,
+            Kind::Interrupted(signal) => 128 + signal,
         }
     }
 }

@@ -1,6 +1,12 @@
 //! `spark`: SparK masked-image pretraining of convnets, and everything around it, from the
 //! command line. Run `spark --help`, or just `spark pretrain` for the quick built-in demo.
 
+// Terminal output goes through `outln!` / `out!` / `errln!` (output.rs): a closed pipe must not
+// panic a command or abort a training run.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+#[macro_use]
+mod output;
 mod alloc_stats;
 mod checkpoint;
 mod cmd;
@@ -28,7 +34,8 @@ static ALLOCATOR: alloc_stats::CountingAlloc = alloc_stats::CountingAlloc;
         Start with `spark pretrain` (no arguments): a few minutes of SparK pretraining of a small \
         ResNet-18 on the built-in photographs, leaving a checkpoint, a reconstruction picture, \
         a metrics log and a loss plot in runs/pretrain.",
-    after_help = "Exit codes: 0 success, 1 the work failed, 2 the command line or config is wrong."
+    after_help = "Exit codes: 0 success, 1 the work failed, 2 the command line or config is wrong, \
+        128 + N stopped by signal N after saving (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP)."
 )]
 struct Cli {
     #[command(flatten)]
@@ -77,8 +84,8 @@ fn main() {
     spark_engine::cpu::malloc::keep_freed_memory();
     // Bugs (panics) get one line and a pointer, not a backtrace dump.
     std::panic::set_hook(Box::new(|info| {
-        eprintln!("error: internal error: {info}");
-        eprintln!("hint: this is a bug in spark; rerun with RUST_BACKTRACE=1 and report it");
+        errln!("error: internal error: {info}");
+        errln!("hint: this is a bug in spark; rerun with RUST_BACKTRACE=1 and report it");
     }));
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -90,9 +97,9 @@ fn main() {
         }
     };
     if let Err(e) = run(cli) {
-        eprintln!("error: {}", e.msg);
+        errln!("error: {}", e.msg);
         if let Some(h) = &e.hint {
-            eprintln!("hint: {h}");
+            errln!("hint: {h}");
         }
         std::process::exit(e.exit_code());
     }

@@ -21,7 +21,7 @@ pub fn bar(total: u64, what: &str) -> ProgressBar {
 /// Prints a line above the bar (or plainly when there is none).
 pub fn println(pb: &ProgressBar, line: &str) {
     if pb.is_hidden() {
-        eprintln!("{line}");
+        errln!("{line}");
     } else {
         pb.println(line);
     }

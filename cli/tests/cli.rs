@@ -302,3 +302,154 @@ fn ctrl_c_saves_a_checkpoint_that_resumes() {
     let log = ok(&o);
     assert!(log.contains(&format!("steps {steps}..{}", steps + 1)), "{log}");
 }
+
+/// Spawns a tiny pretraining run in `t` with stdout and stderr piped.
+#[cfg(unix)]
+fn spawn_pretrain(t: &Tmp, out: &str, steps: &str) -> std::process::Child {
+    let data = t.join("data");
+    let mut args = vec!["pretrain", "--data", data.to_str().unwrap(), "--out", out, "--steps", steps];
+    args.extend_from_slice(TINY);
+    Command::new(BIN)
+        .args(&args)
+        .current_dir(&t.0)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// `spark info | head -1` and `spark pretrain ... 2>&1 | head -1`: output to a closed pipe is
+/// dropped; nothing panics or aborts and training saves as usual.
+#[cfg(unix)]
+#[test]
+fn closed_pipes_neither_panic_nor_stop_training() {
+    use std::io::BufRead;
+    let t = Tmp::new("pipe");
+    class_folders(&t.join("data"));
+    // `spark info --preset official | head -0`: stdout closed before the first line.
+    let mut c = Command::new(BIN)
+        .args(["info", "--preset", "official"])
+        .current_dir(&t.0)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(c.stdout.take());
+    let o = c.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked") && !err.contains("internal error"), "{err}");
+
+    // `spark pretrain ... 2>&1 | head -1`: one line read, then both pipes closed.
+    let mut c = spawn_pretrain(&t, "run", "6");
+    drop(c.stdout.take());
+    let mut first = String::new();
+    std::io::BufReader::new(c.stderr.take().unwrap()).read_line(&mut first).unwrap();
+    assert!(first.starts_with("spark pretrain:"), "{first}");
+    let status = c.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "training stopped on a closed pipe");
+    assert_eq!(losses(&t.join("run/metrics.jsonl")).len(), 6);
+    // The checkpoint is complete: it loads.
+    let o = ok(&spark(&["export", "-c", "run/last.safetensors", "-o", "enc.safetensors"], &t.0));
+    assert!(o.contains("from step 6"), "{o}");
+}
+
+/// SIGTERM (job schedulers) and SIGHUP (terminal closed) act like the first Ctrl-C: the run
+/// saves a loadable checkpoint and exits with 128 + the signal number.
+#[cfg(unix)]
+#[test]
+fn sigterm_and_sighup_save_a_checkpoint() {
+    let t = Tmp::new("sigterm");
+    class_folders(&t.join("data"));
+    for (sig, code) in [("TERM", 143), ("HUP", 129)] {
+        let out = format!("run-{sig}");
+        let mut c = spawn_pretrain(&t, &out, "100000");
+        drop(c.stdout.take());
+        let metrics = t.join(&out).join("metrics.jsonl");
+        for _ in 0..600 {
+            if std::fs::read_to_string(&metrics).map(|s| s.lines().count() >= 2).unwrap_or(false) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let st = Command::new("kill").args([&format!("-{sig}"), &c.id().to_string()]).status().unwrap();
+        assert!(st.success());
+        let o = c.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(code), "SIG{sig}: {err}");
+        assert!(err.contains("interrupted at step") && err.contains(&format!("SIG{sig}")), "{err}");
+        assert!(err.contains("--resume"), "{err}");
+        let ck = format!("{out}/last.safetensors");
+        let o = ok(&spark(&["export", "-c", &ck, "-o", &format!("{out}/enc.safetensors")], &t.0));
+        assert!(o.contains("wrote"), "{o}");
+    }
+}
+
+/// A run folder that holds a run is never replaced silently, a failed start writes nothing, an
+/// output that is also an input is refused, and a failed save leaves no `.tmp`.
+#[test]
+fn no_silent_overwrite_of_runs_or_inputs() {
+    let t = Tmp::new("overwrite");
+    class_folders(&t.join("data"));
+    let read = |p: &str| std::fs::read(t.join(p)).unwrap();
+    let check = |args: &[&str], code: i32, needles: &[&str]| {
+        let o = spark(args, &t.0);
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert_eq!(o.status.code(), Some(code), "{args:?}: {err}");
+        for n in needles {
+            assert!(err.contains(n), "{args:?}: {err}");
+        }
+        assert!(!err.contains("panicked"), "{err}");
+    };
+    pretrain(&t, "base", "1", &[]);
+    let (ck, cfg) = (read("base/last.safetensors"), read("base/config.toml"));
+    let data = t.join("data");
+    let data = data.to_str().unwrap();
+    let mut again = vec!["pretrain", "--data", data, "--out", "base", "--steps", "2"];
+    again.extend_from_slice(TINY);
+    // spark pretrain --data data --out base --steps 2 ...: refused, nothing touched.
+    check(&again, 2, &["base already holds a run", "--resume", "--overwrite"]);
+    assert_eq!(read("base/last.safetensors"), ck);
+    assert_eq!(read("base/config.toml"), cfg);
+    // spark pretrain --data /nonexistent --out base --overwrite: fails before writing anything.
+    check(&["pretrain", "--data", "/nonexistent", "--out", "base", "--overwrite"], 1, &["does not exist"]);
+    assert_eq!(read("base/config.toml"), cfg);
+    check(&["pretrain", "--data", "/nonexistent", "--out", "fresh"], 1, &["does not exist"]);
+    assert!(!t.join("fresh").exists());
+    // Resuming another run's checkpoint into base would replace base's run.
+    std::fs::create_dir_all(t.join("other")).unwrap();
+    for f in ["last.safetensors", "config.toml"] {
+        std::fs::copy(t.join("base").join(f), t.join("other").join(f)).unwrap();
+    }
+    check(
+        &["pretrain", "--resume", "other/last.safetensors", "--out", "base", "--steps", "2"],
+        2,
+        &["already holds another run"],
+    );
+    assert_eq!(read("base/last.safetensors"), ck);
+    // --resume of its own checkpoint and --overwrite both proceed.
+    ok(&spark(&["pretrain", "--resume", "--out", "base", "--steps", "2"], &t.0));
+    again.push("--overwrite");
+    let log = ok(&spark(&again, &t.0));
+    assert!(log.contains("steps 0..2"), "{log}");
+    assert_eq!(losses(&t.join("base/metrics.jsonl")).len(), 2);
+
+    // An output equal to an input is an error naming the path; the input survives.
+    let x = "base/last.safetensors";
+    let ck = read(x);
+    check(&["export", "-c", x, "-o", x], 2, &[x, "destroy the input"]);
+    check(&["extract", "-c", x, "-o", "base/./last.safetensors"], 2, &["base/./last.safetensors", "destroy"]);
+    check(&["eval", "-c", x, "--confusion-csv", x], 2, &[x, "--confusion-csv"]);
+    check(&["reconstruct", "-c", x, "-o", x], 2, &[x, "destroy"]);
+    assert_eq!(read(x), ck);
+
+    // A save that fails (here: the target is a non-empty folder) removes its temporary file.
+    std::fs::create_dir_all(t.join("blocked/last.safetensors/keep")).unwrap();
+    let mut blocked = vec!["pretrain", "--data", data, "--out", "blocked", "--steps", "1", "--overwrite"];
+    blocked.extend_from_slice(TINY);
+    check(&blocked, 1, &["last.safetensors"]);
+    assert!(!t.join("blocked/last.safetensors.tmp").exists());
+    std::fs::create_dir_all(t.join("enc.safetensors/keep")).unwrap();
+    check(&["export", "-c", x, "-o", "enc.safetensors"], 1, &["cannot write enc.safetensors"]);
+    assert!(!t.join("enc.safetensors.tmp").exists());
+}

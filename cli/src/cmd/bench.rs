@@ -91,11 +91,11 @@ fn time<F: FnMut() -> CliResult<()>>(reps: usize, mut f: F) -> CliResult<f64> {
 fn print_backward_profile(name: &str, rows: &[(String, spark_engine::profile::Entry)], steps: usize) {
     let total: f64 = rows.iter().map(|r| r.1.seconds).sum();
     let per_step = |s: f64| s * 1e3 / steps.max(1) as f64;
-    println!("\nbackward of the {name} step: {:.0} ms per step in ops; slowest:", per_step(total));
-    println!("| op -> output shape | calls / step | ms / step | share |");
-    println!("|---|---|---|---|");
+    outln!("\nbackward of the {name} step: {:.0} ms per step in ops; slowest:", per_step(total));
+    outln!("| op -> output shape | calls / step | ms / step | share |");
+    outln!("|---|---|---|---|");
     for (key, e) in rows.iter().take(25) {
-        println!(
+        outln!(
             "| {key} | {:.0} | {:.1} | {:.1}% |",
             e.calls as f64 / steps.max(1) as f64,
             per_step(e.seconds),
@@ -122,7 +122,7 @@ pub fn run(a: BenchArgs, common: CommonOpts) -> CliResult<()> {
     spark_engine::cpu::conv_winograd::set_enabled(!a.no_winograd);
     // Applies to the conv, sparse and step benches; the gemm table always shows both.
     let precision = setup_precision(&common)?;
-    println!(
+    outln!(
         "spark bench ({} compute threads; median of {} runs; dense 3x3 convs: {}; matmul precision: {}{})",
         compute_threads(),
         a.reps.max(1),
@@ -137,19 +137,19 @@ pub fn run(a: BenchArgs, common: CommonOpts) -> CliResult<()> {
             if bf16_native() {
                 paths.push((paths[0].0, MatmulPrecision::Bf16));
             }
-            print!("| n |");
+            out!("| n |");
             for (p, prec) in &paths {
-                print!(" {p:?} {} GFLOP/s |", prec.name());
+                out!(" {p:?} {} GFLOP/s |", prec.name());
             }
-            println!(" naive GFLOP/s | best / naive |");
-            println!("|---|{}---|---|", "---|".repeat(paths.len()));
+            outln!(" naive GFLOP/s | best / naive |");
+            outln!("|---|{}---|---|", "---|".repeat(paths.len()));
             let mut rng = Rng::new(1);
             for n in sizes {
                 let a_: Vec<f32> = (0..n * n).map(|_| rng.normal() as f32).collect();
                 let b_: Vec<f32> = (0..n * n).map(|_| rng.normal() as f32).collect();
                 let mut c = vec![0f32; n * n];
                 let flops = 2.0 * (n as f64).powi(3);
-                print!("| {n} |");
+                out!("| {n} |");
                 let mut best: f64 = 0.0;
                 for &(p, prec) in &paths {
                     let t = time(a.reps, || {
@@ -157,7 +157,7 @@ pub fn run(a: BenchArgs, common: CommonOpts) -> CliResult<()> {
                         Ok(())
                     })?;
                     best = best.max(flops / t / 1e9);
-                    print!(" {:.1} |", flops / t / 1e9);
+                    out!(" {:.1} |", flops / t / 1e9);
                 }
                 // The naive loop is single-threaded and slow: time it once, on sizes up to 1024.
                 if n <= 1024 {
@@ -165,15 +165,15 @@ pub fn run(a: BenchArgs, common: CommonOpts) -> CliResult<()> {
                         naive_gemm(&a_, &b_, &mut c, n);
                         Ok(())
                     })?;
-                    println!(" {:.2} | {:.1}x |", flops / t / 1e9, best / (flops / t / 1e9));
+                    outln!(" {:.2} | {:.1}x |", flops / t / 1e9, best / (flops / t / 1e9));
                 } else {
-                    println!(" - | - |");
+                    outln!(" - | - |");
                 }
             }
         }
         BenchWhat::Conv { batch } => {
-            println!("| layer | batch | fwd ms | fwd GFLOP/s | fwd+bwd ms | bwd / fwd |");
-            println!("|---|---|---|---|---|---|");
+            outln!("| layer | batch | fwd ms | fwd GFLOP/s | fwd+bwd ms | bwd / fwd |");
+            outln!("|---|---|---|---|---|---|");
             let mut rng = Rng::new(2);
             for s in spark_sparse::bench::resnet_convnext_shapes() {
                 let x = Tensor::randn(&[batch, s.cin, s.hw, s.hw], 0.0, 1.0, &mut rng, DType::F32, Device::Cpu)?;
@@ -199,7 +199,7 @@ pub fn run(a: BenchArgs, common: CommonOpts) -> CliResult<()> {
                 })?;
                 let ho = (s.hw + 2 * s.padding - s.kernel) / s.stride + 1;
                 let flops = 2.0 * (batch * s.cout * ho * ho * (s.cin / s.groups) * s.kernel * s.kernel) as f64;
-                println!(
+                outln!(
                     "| {} | {batch} | {:.2} | {:.1} | {:.2} | {:.2} |",
                     s.name,
                     fwd * 1e3,
@@ -212,7 +212,7 @@ pub fn run(a: BenchArgs, common: CommonOpts) -> CliResult<()> {
         BenchWhat::Sparse { batch, ratios } => {
             let shapes = spark_sparse::bench::resnet_convnext_shapes();
             let rows = spark_sparse::bench::sparse_vs_dense_table(&shapes, batch, &ratios, a.reps.max(1))?;
-            println!("{}", spark_sparse::bench::format_table(&rows));
+            outln!("{}", spark_sparse::bench::format_table(&rows));
         }
         BenchWhat::Step { preset, backbone, width_mult, input_size, batch, profile, optimizer } => {
             let mut c = PretrainConfig::preset(&preset)?;
@@ -235,15 +235,19 @@ pub fn run(a: BenchArgs, common: CommonOpts) -> CliResult<()> {
             let params = optim_params(&model.trainable_parameters(), &recipe.no_decay);
             let x =
                 Tensor::randn(&[batch, 3, sc.input_size, sc.input_size], 0.0, 1.0, &mut rng, DType::F32, Device::Cpu)?;
-            println!(
+            outln!(
                 "SparK step: {} x{} at {} px, batch {batch}, mask {:.2}, decoder {}, {optimizer}",
-                sc.backbone, sc.width_mult, sc.input_size, sc.mask_ratio, sc.decoder_width
+                sc.backbone,
+                sc.width_mult,
+                sc.input_size,
+                sc.mask_ratio,
+                sc.decoder_width
             );
-            println!(
+            outln!(
                 "| encoder | step ms | images/s | vs dense-masked | fwd / bwd / optimizer ms | peak heap MB (model + state: {:.0}) |",
                 crate::alloc_stats::current_bytes() as f64 / 1e6
             );
-            println!("|---|---|---|---|---|---|");
+            outln!("|---|---|---|---|---|---|");
             let mut res = Vec::new();
             let mut profiles = Vec::new();
             for mode in [EncoderMode::DenseMasked, EncoderMode::Sparse] {
@@ -272,7 +276,7 @@ pub fn run(a: BenchArgs, common: CommonOpts) -> CliResult<()> {
                 }
                 let peak_mb = crate::alloc_stats::peak_bytes() as f64 / 1e6;
                 let phase = |i: usize| median(phases.iter().skip(1).map(|p| p[i]).collect());
-                println!(
+                outln!(
                     "| {name} | {:.1} | {:.1} | {:.2}x | {:.0} / {:.0} / {:.0} | {peak_mb:.0} |",
                     t * 1e3,
                     batch as f64 / t,

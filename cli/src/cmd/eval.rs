@@ -2,13 +2,14 @@
 
 use super::classifier;
 use crate::common::{setup_compute_device, setup_precision, setup_threads, CommonOpts};
-use crate::error::{CliError, CliResult, Context};
+use crate::error::{CliError, CliResult};
+use crate::output::{ensure_not_input, write_atomic};
 use crate::progress;
 use clap::Args;
 use spark::data::{Dataset, Loader, LoaderConfig, Transform};
 use spark_engine::{no_grad, Device};
 use spark_nn::{Backbone, Ctx};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 #[derive(Args, Debug, Clone)]
@@ -80,6 +81,9 @@ pub fn run(a: EvalArgs, common: CommonOpts) -> CliResult<()> {
     setup_threads(common.threads)?;
     let device = setup_compute_device(common.device.as_deref().unwrap_or("cpu"))?;
     setup_precision(&common)?;
+    if let Some(csv) = &a.confusion_csv {
+        ensure_not_input(csv, "--confusion-csv", &[("--checkpoint", &a.checkpoint), ("--data", Path::new(&a.data))])?;
+    }
     let (mut model, spec) = classifier::load_classifier(&a.checkpoint)?;
     model.to_device(device)?;
     let ds = Dataset::open(&a.data).map_err(|e| CliError::runtime(e.to_string()))?;
@@ -97,11 +101,11 @@ pub fn run(a: EvalArgs, common: CommonOpts) -> CliResult<()> {
     let pb = progress::bar(ds.len().div_ceil(a.batch_size.max(1)) as u64, "eval");
     let r = evaluate(model.as_ref(), &ds, spec.input_size, a.batch_size, common.workers.unwrap_or(2), Some(&pb))?;
     pb.finish_and_clear();
-    println!("model: {} x{} at {} px ({})", spec.backbone, spec.width_mult, spec.input_size, a.checkpoint.display());
-    println!("data: {}", ds.describe());
-    println!("top-1: {:.2}%   top-5: {:.2}%   ({} images)", r.top1 * 100.0, r.top5 * 100.0, r.n);
-    println!();
-    println!("confusion matrix (rows: true class, columns: predicted):");
+    outln!("model: {} x{} at {} px ({})", spec.backbone, spec.width_mult, spec.input_size, a.checkpoint.display());
+    outln!("data: {}", ds.describe());
+    outln!("top-1: {:.2}%   top-5: {:.2}%   ({} images)", r.top1 * 100.0, r.top5 * 100.0, r.n);
+    outln!();
+    outln!("confusion matrix (rows: true class, columns: predicted):");
     let labels: Vec<String> = spec
         .classes
         .iter()
@@ -109,26 +113,26 @@ pub fn run(a: EvalArgs, common: CommonOpts) -> CliResult<()> {
         .map(|(i, c)| format!("{i:>2} {}", c.chars().take(18).collect::<String>()))
         .collect();
     let w = labels.iter().map(|l| l.len()).max().unwrap_or(4);
-    print!("{:<w$} ", "");
+    out!("{:<w$} ", "");
     for j in 0..spec.classes.len() {
-        print!("{j:>4}");
+        out!("{j:>4}");
     }
-    println!("  recall");
+    outln!("  recall");
     for (i, row) in r.confusion.iter().enumerate() {
-        print!("{:<w$} ", labels[i]);
+        out!("{:<w$} ", labels[i]);
         for v in row {
-            print!("{v:>4}");
+            out!("{v:>4}");
         }
         let tot: usize = row.iter().sum();
-        println!("  {:>5.1}%", if tot > 0 { 100.0 * row[i] as f64 / tot as f64 } else { 0.0 });
+        outln!("  {:>5.1}%", if tot > 0 { 100.0 * row[i] as f64 / tot as f64 } else { 0.0 });
     }
     if let Some(p) = &a.confusion_csv {
         let mut s = format!("true\\pred,{}\n", spec.classes.join(","));
         for (i, row) in r.confusion.iter().enumerate() {
             s += &format!("{},{}\n", spec.classes[i], row.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(","));
         }
-        std::fs::write(p, s).ctx(|| format!("cannot write {}", p.display()))?;
-        println!("wrote {}", p.display());
+        write_atomic(p, s.as_bytes())?;
+        outln!("wrote {}", p.display());
     }
     Ok(())
 }

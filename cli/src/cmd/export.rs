@@ -6,6 +6,7 @@
 use super::classifier::{ModelSpec, ENCODER_FORMAT};
 use crate::checkpoint;
 use crate::error::{CliResult, Context};
+use crate::output::{ensure_not_input, write_atomic};
 use clap::Args;
 use safetensors::tensor::{Dtype, TensorView};
 use spark::SparK;
@@ -23,6 +24,7 @@ pub struct ExportArgs {
 }
 
 pub fn run(a: ExportArgs) -> CliResult<()> {
+    ensure_not_input(&a.out, "-o", &[("--checkpoint", &a.checkpoint)])?;
     let ck = checkpoint::load(&a.checkpoint)?;
     let model = SparK::new(ck.spark.clone(), &mut Rng::new(0))?;
     checkpoint::load_into(&model, &ck.model, &a.checkpoint)?;
@@ -51,13 +53,13 @@ pub fn run(a: ExportArgs) -> CliResult<()> {
     meta.insert("model".to_string(), serde_json::to_string(&spec).unwrap_or_default());
     meta.insert("pretrain_step".to_string(), ck.step.to_string());
     let bytes = safetensors::serialize(views, &Some(meta)).ctx(|| "safetensors".into())?;
-    std::fs::write(&a.out, bytes).ctx(|| format!("cannot write {}", a.out.display()))?;
+    write_atomic(&a.out, &bytes)?;
     let params: usize = bufs
         .iter()
         .filter(|(n, ..)| !n.contains("running_") && !n.ends_with("num_batches_tracked"))
         .map(|(_, _, s, _)| s.iter().product::<usize>())
         .sum();
-    println!(
+    outln!(
         "wrote {}: {} tensors ({} parameters) of {} x{} from step {}",
         a.out.display(),
         bufs.len(),
@@ -66,7 +68,7 @@ pub fn run(a: ExportArgs) -> CliResult<()> {
         spec.width_mult,
         ck.step
     );
-    println!(
+    outln!(
         "PyTorch: model.load_state_dict(safetensors.torch.load_file(path), strict=False) -> only the head is missing"
     );
     Ok(())

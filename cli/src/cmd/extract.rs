@@ -5,13 +5,14 @@
 use super::classifier;
 use crate::common::{setup_device, setup_precision, setup_threads, CommonOpts};
 use crate::error::{CliError, CliResult};
+use crate::output::{ensure_not_input, spark_save};
 use crate::progress;
 use clap::Args;
 use spark::data::{Dataset, Loader, LoaderConfig, Sample, SampleSource, Transform};
 use spark_engine::{no_grad, Tensor};
 use spark_nn::{Ctx, FeatureMap};
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 #[derive(Args, Debug, Clone)]
@@ -36,6 +37,9 @@ pub fn run(a: ExtractArgs, common: CommonOpts) -> CliResult<()> {
     setup_threads(common.threads)?;
     setup_device(common.device.as_deref().unwrap_or("cpu"))?;
     setup_precision(&common)?;
+    let mut inputs: Vec<(&str, &Path)> = vec![("--checkpoint", &a.checkpoint), ("--data", Path::new(&a.data))];
+    inputs.extend(a.images.iter().map(|p| ("image", p.as_path())));
+    ensure_not_input(&a.out, "-o", &inputs)?;
     let (model, spec) = classifier::load_any(&a.checkpoint)?;
     let ds = if a.images.is_empty() {
         Dataset::open(&a.data).map_err(|e| CliError::runtime(e.to_string()))?
@@ -88,7 +92,7 @@ pub fn run(a: ExtractArgs, common: CommonOpts) -> CliResult<()> {
     for (l, parts) in levels.into_iter().enumerate() {
         let t = Tensor::cat(&parts, 0)?;
         let name = if a.pooled { "pooled".to_string() } else { format!("features.{l}") };
-        println!("{name}: {:?}", t.dims());
+        outln!("{name}: {:?}", t.dims());
         tensors.push((name, t));
     }
     if ds.is_labelled() {
@@ -97,7 +101,7 @@ pub fn run(a: ExtractArgs, common: CommonOpts) -> CliResult<()> {
     let mut meta = HashMap::new();
     meta.insert("images".into(), serde_json::to_string(&names).unwrap_or_default());
     meta.insert("model".into(), serde_json::to_string(&spec).unwrap_or_default());
-    spark::st_io::save(&a.out, &tensors, meta)?;
-    println!("wrote {} ({} images)", a.out.display(), names.len());
+    spark_save(&a.out, || spark::st_io::save(&a.out, &tensors, meta))?;
+    outln!("wrote {} ({} images)", a.out.display(), names.len());
     Ok(())
 }

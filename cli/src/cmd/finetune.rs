@@ -137,7 +137,7 @@ pub fn run(a: FinetuneArgs, common: CommonOpts) -> CliResult<()> {
             ))
             .hint("use the same --backbone / --width-mult as the pretrained model"));
         }
-        eprintln!("initialised {copied} tensors from {} (fresh: {})", p.display(), left.join(", "));
+        errln!("initialised {copied} tensors from {} (fresh: {})", p.display(), left.join(", "));
     }
     model.to_device(device)?;
     model.train();
@@ -175,7 +175,7 @@ pub fn run(a: FinetuneArgs, common: CommonOpts) -> CliResult<()> {
         groups.push((scale, optim_params(&sel, &rules), opt));
     }
 
-    eprintln!(
+    errln!(
         "spark finetune: {} x{} at {} px, {} classes, {:.2}M parameters, {}",
         spec.backbone,
         spec.width_mult,
@@ -184,8 +184,8 @@ pub fn run(a: FinetuneArgs, common: CommonOpts) -> CliResult<()> {
         model.num_parameters() as f64 / 1e6,
         if a.init.is_some() { "from pretrained weights" } else { "from scratch" }
     );
-    eprintln!("data: {}; {} steps/epoch at batch {}", train.describe(), spe, a.batch_size);
-    eprintln!(
+    errln!("data: {}; {} steps/epoch at batch {}", train.describe(), spe, a.batch_size);
+    errln!(
         "training: {total} steps on {device}, {} lr {:.1e}, layer decay {}, label smoothing {}, {} threads, {} products",
         a.optimizer,
         a.lr,
@@ -241,7 +241,7 @@ pub fn run(a: FinetuneArgs, common: CommonOpts) -> CliResult<()> {
         pb.inc(1);
         let epoch_end = (step + 1) % spe == 0 || step + 1 == total;
         if pb.is_hidden() && ((step + 1) % 20 == 0 || step == 0) {
-            eprintln!("step {:>5}/{total}  loss {loss:.4}  lr {lr:.2e}", step + 1);
+            errln!("step {:>5}/{total}  loss {loss:.4}  lr {lr:.2e}", step + 1);
         }
         if epoch_end {
             epoch_seen += 1;
@@ -266,10 +266,10 @@ pub fn run(a: FinetuneArgs, common: CommonOpts) -> CliResult<()> {
     let path = a.out.join("classifier.safetensors");
     classifier::save(&path, model.as_ref(), &spec, total)?;
     crate::cmd::pretrain::write_plot_titled(&a.out.join("metrics.jsonl"), &a.out.join("loss.svg"), "fine-tuning loss")?;
-    eprintln!("done: {total} steps in {:.1}s", t0.elapsed().as_secs_f64());
-    eprintln!("wrote {}", path.display());
-    eprintln!("wrote {}", a.out.join("metrics.jsonl").display());
-    eprintln!("wrote {}", a.out.join("loss.svg").display());
+    errln!("done: {total} steps in {:.1}s", t0.elapsed().as_secs_f64());
+    errln!("wrote {}", path.display());
+    errln!("wrote {}", a.out.join("metrics.jsonl").display());
+    errln!("wrote {}", a.out.join("loss.svg").display());
     Ok(())
 }
 

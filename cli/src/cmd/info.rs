@@ -111,20 +111,20 @@ pub fn run(a: InfoArgs) -> CliResult<()> {
     let h = sc.input_size;
     let f = model.grid();
     let keep = spark::mask::len_keep(f, f, sc.mask_ratio);
-    println!("SparK model: {} (width x{}), input {h}x{h}, preset {}", sc.backbone, sc.width_mult, c.preset);
-    println!();
-    println!("SparK contract");
-    println!("  downsample ratio (mask patch)  {} px", model.patch);
-    println!("  feature channels (stride 4..32) {:?}", model.encoder.feature_channels());
-    println!("  mask grid                       {f}x{f} = {} cells", f * f);
-    println!(
+    outln!("SparK model: {} (width x{}), input {h}x{h}, preset {}", sc.backbone, sc.width_mult, c.preset);
+    outln!();
+    outln!("SparK contract");
+    outln!("  downsample ratio (mask patch)  {} px", model.patch);
+    outln!("  feature channels (stride 4..32) {:?}", model.encoder.feature_channels());
+    outln!("  mask grid                       {f}x{f} = {} cells", f * f);
+    outln!(
         "  mask ratio {:.2}: kept          {keep} visible, {} masked per image (round-half-even)",
         sc.mask_ratio,
         f * f - keep
     );
     let dec: Vec<usize> = (0..6).map(|i| sc.decoder_width >> i).collect();
-    println!("  decoder widths                  {dec:?}");
-    println!("  densify norm                    {:?}", sc.densify_norm);
+    outln!("  decoder widths                  {dec:?}");
+    outln!("  densify norm                    {:?}", sc.densify_norm);
     // Parameters per part and per top-level encoder module.
     let mut parts: BTreeMap<&str, usize> = BTreeMap::new();
     let mut stages: Vec<(String, usize)> = Vec::new();
@@ -163,24 +163,24 @@ pub fn run(a: InfoArgs) -> CliResult<()> {
         }
         *macs.entry(part).or_default() += weight_macs(n, t.dims(), h);
     });
-    println!("  densify projections             {}", if projs.is_empty() { "none".into() } else { projs.join(", ") });
-    println!();
-    println!("Encoder layers (parameters)");
+    outln!("  densify projections             {}", if projs.is_empty() { "none".into() } else { projs.join(", ") });
+    outln!();
+    outln!("Encoder layers (parameters)");
     for (name, n) in &stages {
-        println!("  {name:<22} {n:>12}");
+        outln!("  {name:<22} {n:>12}");
     }
-    println!();
-    println!("{:<22} {:>12} {:>14}", "part", "parameters", "GMACs (dense)");
+    outln!();
+    outln!("{:<22} {:>12} {:>14}", "part", "parameters", "GMACs (dense)");
     let mut total = 0;
     for (p, n) in &parts {
         total += n;
-        println!("  {p:<20} {n:>12} {:>14.3}", *macs.get(p).unwrap_or(&0) as f64 / 1e9);
+        outln!("  {p:<20} {n:>12} {:>14.3}", *macs.get(p).unwrap_or(&0) as f64 / 1e9);
     }
     let all_macs: u64 = macs.values().sum();
-    println!("  {:<20} {total:>12} {:>14.3}", "total", all_macs as f64 / 1e9);
+    outln!("  {:<20} {total:>12} {:>14.3}", "total", all_macs as f64 / 1e9);
     let enc = *macs.get("encoder").unwrap_or(&0) as f64;
-    println!();
-    println!(
+    outln!();
+    outln!(
         "The sparse encoder computes only the visible {:.0}% of sites: about {:.3} GMACs per image.",
         100.0 * keep as f64 / (f * f) as f64,
         enc * keep as f64 / (f * f) as f64 / 1e9

@@ -39,7 +39,7 @@ pub fn run(a: PredictArgs, common: CommonOpts) -> CliResult<()> {
         let img = match load_image(path) {
             Ok(i) => i,
             Err(e) => {
-                eprintln!("warning: {e}");
+                errln!("warning: {e}");
                 failed += 1;
                 continue;
             }
@@ -57,11 +57,11 @@ pub fn run(a: PredictArgs, common: CommonOpts) -> CliResult<()> {
                 "pred_class": spec.classes[order[0]],
                 "pred_scores": probs,
             });
-            println!("{v}");
+            outln!("{v}");
         } else {
             let tops: Vec<String> =
                 order.iter().take(a.topk.max(1)).map(|&i| format!("{} {:.3}", spec.classes[i], probs[i])).collect();
-            println!("{}: {}", path.display(), tops.join(", "));
+            outln!("{}: {}", path.display(), tops.join(", "));
         }
     }
     if failed > 0 {

@@ -8,6 +8,7 @@ use crate::common::{compute_threads, setup_compute_device, setup_threads};
 use crate::config::{self, Flags};
 use crate::error::{CliError, CliResult, Context};
 use crate::metrics::{read_records, MetricsLog, Record};
+use crate::output::{same_file, spark_save, write_atomic};
 use crate::plot::loss_curve_svg;
 use crate::progress;
 use clap::Args;
@@ -79,6 +80,10 @@ pub struct PretrainArgs {
     /// Continue from a checkpoint (default: <out>/last.safetensors).
     #[arg(long, value_name = "CHECKPOINT", num_args = 0..=1, default_missing_value = "")]
     pub resume: Option<String>,
+    /// Replace the run already in --out (its checkpoint, config and metrics) with a new one.
+    /// Without it (or --resume), a folder that holds a run is refused.
+    #[arg(long)]
+    pub overwrite: bool,
     /// Stop after this step (checkpoint saved, schedules unchanged); continue later with --resume.
     #[arg(long, value_name = "STEP")]
     pub stop_at: Option<usize>,
@@ -351,8 +356,7 @@ pub fn run(a: PretrainArgs, common: crate::common::CommonOpts) -> CliResult<()> 
         .hint("on a GPU use --encoder dense-masked (SparK's own simulation of sparsity), or --device cpu"));
     }
     let out = PathBuf::from(&cfg.out);
-    std::fs::create_dir_all(&out).ctx(|| format!("cannot create output folder {}", out.display()))?;
-    config::save(&cfg, &out.join("config.toml"))?;
+    check_run_folder(&out, resume_path.as_deref(), a.overwrite)?;
 
     // Data (listing errors surface here, before any training).
     let dataset = Arc::new(Dataset::open(&cfg.data).map_err(|e| {
@@ -400,7 +404,7 @@ pub fn run(a: PretrainArgs, common: crate::common::CommonOpts) -> CliResult<()> 
         Some(p) => {
             let mut t = Trainer::resume(p)?;
             if t.config.model != train_cfg.model {
-                eprintln!("warning: the model settings come from the checkpoint; model flags are ignored on resume");
+                errln!("warning: the model settings come from the checkpoint; model flags are ignored on resume");
             }
             // Settings that do not change the model may differ on resume (e.g. a longer run).
             t.config = TrainConfig { model: t.config.model.clone(), ..train_cfg };
@@ -414,8 +418,11 @@ pub fn run(a: PretrainArgs, common: crate::common::CommonOpts) -> CliResult<()> 
         return Err(CliError::usage(format!("the checkpoint is already at step {start} of {total}; nothing to do"))
             .hint("pass a larger --steps (or --epochs) to train further"));
     }
+    // Every input is valid: only now is anything written.
+    std::fs::create_dir_all(&out).ctx(|| format!("cannot create output folder {}", out.display()))?;
+    config::save(&cfg, &out.join("config.toml"))?;
     let spark_cfg = trainer.model.config.clone();
-    eprintln!(
+    errln!(
         "spark pretrain: {} (width x{}) at {} px, mask {:.2}, decoder {}, {:.2}M parameters",
         spark_cfg.backbone,
         spark_cfg.width_mult,
@@ -424,8 +431,8 @@ pub fn run(a: PretrainArgs, common: crate::common::CommonOpts) -> CliResult<()> 
         spark_cfg.decoder_width,
         trainer.model.num_parameters() as f64 / 1e6
     );
-    eprintln!("data: {}; {} steps/epoch at batch {}", dataset.describe(), spe, cfg.batch_size);
-    eprintln!(
+    errln!("data: {}; {} steps/epoch at batch {}", dataset.describe(), spe, cfg.batch_size);
+    errln!(
         "training: steps {start}..{total}, {} peak lr {peak:.2e}, warmup {warmup}, {} encoder, {} compute threads, {} data workers, seed {}",
         cfg.optimizer,
         cfg.encoder,
@@ -434,12 +441,12 @@ pub fn run(a: PretrainArgs, common: crate::common::CommonOpts) -> CliResult<()> 
         cfg.seed
     );
     if trainer.config.precision == MatmulPrecision::Bf16 {
-        eprintln!(
+        errln!(
             "precision: bf16 autocast of the conv / matmul products ({})",
             if bf16_native() { "AVX512-BF16" } else { "no AVX512-BF16 on this CPU: rounded operands, no speed-up" }
         );
     }
-    eprintln!("output: {}", out.display());
+    errln!("output: {}", out.display());
 
     let ckpt_path = out.join(checkpoint::FILE);
     let metrics_path = out.join("metrics.jsonl");
@@ -452,16 +459,17 @@ pub fn run(a: PretrainArgs, common: crate::common::CommonOpts) -> CliResult<()> 
     let mut first_loss = None;
     crate::interrupt::install();
     while trainer.step < end {
-        if crate::interrupt::requested() {
+        if let Some(sig) = crate::interrupt::requested() {
             drop(stream);
             pb.abandon();
-            trainer.save_checkpoint(&ckpt_path)?;
+            spark_save(&ckpt_path, || trainer.save_checkpoint(&ckpt_path))?;
             write_plot(&metrics_path, &out.join("loss.svg"), &trainer.model.config)?;
-            eprintln!("interrupted at step {} of {total}: wrote {}", trainer.step, ckpt_path.display());
-            return Err(CliError::interrupted(format!(
-                "stopped by Ctrl-C; continue with: spark pretrain --resume --out {}",
-                out.display()
-            )));
+            let by = crate::interrupt::name(sig);
+            errln!("interrupted at step {} of {total} ({by}): wrote {}", trainer.step, ckpt_path.display());
+            return Err(CliError::interrupted(
+                sig,
+                format!("stopped by {by}; continue with: spark pretrain --resume --out {}", out.display()),
+            ));
         }
         let step = trainer.step;
         let batch = match stream.next() {
@@ -496,26 +504,30 @@ pub fn run(a: PretrainArgs, common: crate::common::CommonOpts) -> CliResult<()> 
         pb.set_message(format!("loss {:.4} lr {:.2e}", m.loss, m.lr));
         pb.inc(1);
         if pb.is_hidden() && (m.step % 20 == 0 || m.step == end || step == start) {
-            eprintln!(
+            errln!(
                 "step {:>5}/{total}  loss {:.4}  lr {:.2e}  grad-norm {:.3}  {:.1} img/s",
-                m.step, m.loss, m.lr, m.grad_norm, m.images_per_sec
+                m.step,
+                m.loss,
+                m.lr,
+                m.grad_norm,
+                m.images_per_sec
             );
         }
         if cfg.save_every > 0 && m.step % cfg.save_every == 0 && m.step < end {
-            trainer.save_checkpoint(&ckpt_path)?;
+            spark_save(&ckpt_path, || trainer.save_checkpoint(&ckpt_path))?;
         }
     }
     drop(stream);
     pb.finish_and_clear();
-    trainer.save_checkpoint(&ckpt_path)?;
+    spark_save(&ckpt_path, || trainer.save_checkpoint(&ckpt_path))?;
     let (skipped, distinct) = (loader.skips().count(), loader.skips().distinct().len());
     if end < total {
-        eprintln!(
+        errln!(
             "stopped at step {end} of {total} (--stop-at); continue with: spark pretrain --resume --out {}",
             out.display()
         );
     }
-    eprintln!(
+    errln!(
         "done: {} steps in {:.1}s; loss {:.4} -> {:.4}{}",
         end - start,
         t0.elapsed().as_secs_f64(),
@@ -528,9 +540,9 @@ pub fn run(a: PretrainArgs, common: crate::common::CommonOpts) -> CliResult<()> 
         }
     );
     write_plot(&metrics_path, &out.join("loss.svg"), &spark_cfg)?;
-    eprintln!("wrote {}", ckpt_path.display());
-    eprintln!("wrote {}", metrics.path().display());
-    eprintln!("wrote {}", out.join("loss.svg").display());
+    errln!("wrote {}", ckpt_path.display());
+    errln!("wrote {}", metrics.path().display());
+    errln!("wrote {}", out.join("loss.svg").display());
     let png = out.join("reconstruction.png");
     let eval_data = if cfg.data == "builtin" { "builtin:val".to_string() } else { cfg.data.clone() };
     let eval_ds = Dataset::open(&eval_data).unwrap_or_else(|_| (*dataset).clone());
@@ -546,7 +558,7 @@ pub fn run(a: PretrainArgs, common: crate::common::CommonOpts) -> CliResult<()> 
         &png,
     )?;
     trainer.model.train();
-    eprintln!("wrote {} (rows: original | masked input | reconstruction)", png.display());
+    errln!("wrote {} (rows: original | masked input | reconstruction)", png.display());
     Ok(())
 }
 
@@ -559,5 +571,39 @@ pub fn write_plot(metrics: &Path, svg: &Path, c: &SparkConfig) -> CliResult<()> 
 pub fn write_plot_titled(metrics: &Path, svg: &Path, title: &str) -> CliResult<()> {
     let recs = read_records(metrics)?;
     let pts: Vec<(f64, f64)> = recs.iter().map(|r| ((r.step + 1) as f64, r.loss)).collect();
-    std::fs::write(svg, loss_curve_svg(&pts, title)).ctx(|| format!("cannot write {}", svg.display()))
+    write_atomic(svg, loss_curve_svg(&pts, title).as_bytes())
+}
+
+/// The files that mark a folder as holding a pretraining run.
+const RUN_FILES: [&str; 3] = [checkpoint::FILE, "config.toml", "metrics.jsonl"];
+
+/// Refuses to start a run in a folder that already holds one, unless it is resumed from that
+/// folder's own checkpoint or `--overwrite` was given.
+fn check_run_folder(out: &Path, resume: Option<&Path>, overwrite: bool) -> CliResult<()> {
+    let Some(found) = RUN_FILES.iter().find(|f| out.join(f).exists()) else {
+        return Ok(());
+    };
+    if overwrite {
+        return Ok(());
+    }
+    let own = out.join(checkpoint::FILE);
+    match resume {
+        Some(p) if same_file(p, &own) => Ok(()),
+        Some(p) => Err(CliError::usage(format!(
+            "{} already holds another run ({}); resuming {} into it would overwrite it",
+            out.display(),
+            out.join(found).display(),
+            p.display()
+        ))
+        .hint("pass another --out, or --overwrite to replace that run")),
+        None => Err(CliError::usage(format!(
+            "{} already holds a run ({}); refusing to overwrite it",
+            out.display(),
+            out.join(found).display()
+        ))
+        .hint(format!(
+            "continue it with --resume --out {0}, replace it with --overwrite, or pass another --out",
+            out.display()
+        ))),
+    }
 }

@@ -5,6 +5,7 @@
 use crate::checkpoint;
 use crate::common::{setup_device, setup_precision, setup_threads, CommonOpts};
 use crate::error::{CliError, CliResult, Context};
+use crate::output::{ensure_not_input, write_atomic};
 use clap::Args;
 use image::{Rgb, RgbImage};
 use spark::data::{Dataset, Loader, LoaderConfig, Normalize, Transform};
@@ -37,13 +38,14 @@ pub fn run(a: ReconstructArgs, common: CommonOpts) -> CliResult<()> {
     setup_threads(common.threads)?;
     setup_device(common.device.as_deref().unwrap_or("cpu"))?;
     setup_precision(&common)?;
+    ensure_not_input(&a.out, "-o", &[("--checkpoint", &a.checkpoint), ("--data", Path::new(&a.data))])?;
     let ck = checkpoint::load(&a.checkpoint)?;
     let mut model = SparK::new(ck.spark.clone(), &mut Rng::new(0))?;
     checkpoint::load_into(&model, &ck.model, &a.checkpoint)?;
     model.eval();
     let ds = Dataset::open(&a.data).map_err(|e| CliError::runtime(e.to_string()))?;
     write_grid(&model, &ds, a.images, a.seed, common.workers.unwrap_or(2), &a.out)?;
-    println!(
+    outln!(
         "wrote {} ({} rows: original | masked input | reconstruction; checkpoint step {})",
         a.out.display(),
         a.images.min(ds.len()),
@@ -122,5 +124,10 @@ pub fn write_grid(model: &SparK, ds: &Dataset, n: usize, seed: u64, workers: usi
             std::fs::create_dir_all(dir).ctx(|| format!("cannot create {}", dir.display()))?;
         }
     }
-    grid.save(path).ctx(|| format!("cannot write {}", path.display()))
+    // Encoded in memory, then written atomically: a failed write leaves no truncated picture.
+    let format = image::ImageFormat::from_path(path)
+        .map_err(|e| CliError::usage(format!("cannot write {}: {e}", path.display())).hint("use a .png file name"))?;
+    let mut bytes = Vec::new();
+    grid.write_to(&mut std::io::Cursor::new(&mut bytes), format).ctx(|| format!("cannot encode {}", path.display()))?;
+    write_atomic(path, &bytes)
 }
