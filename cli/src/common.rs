@@ -54,8 +54,20 @@ pub fn setup_compute_device(spec: &str) -> CliResult<Device> {
     Ok(dev)
 }
 
+/// Commands that compute nothing on a device (`info`, `export`) reject `--device cuda` instead
+/// of ignoring it.
+pub fn no_device(command: &str, common: &CommonOpts) -> CliResult<()> {
+    match common.device.as_deref().map(str::trim) {
+        None | Some("cpu") | Some("auto") => Ok(()),
+        Some(d) => Err(CliError::usage(format!(
+            "`spark {command}` runs no computation on a device; --device {d} does not apply"
+        ))
+        .hint("drop --device")),
+    }
+}
+
 /// The device of a command whose loop does not run on CUDA yet (`pretrain`: the sparse encoder
-/// has no CUDA kernels; `extract`, `reconstruct`): the CPU, or a clear error for a GPU.
+/// has no CUDA kernels; `extract`, `reconstruct`, `bench`): the CPU, or a clear error for a GPU.
 pub fn setup_device(spec: &str) -> CliResult<Device> {
     let dev = setup_compute_device(spec)?;
     if !dev.is_cpu() {

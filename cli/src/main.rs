@@ -75,8 +75,8 @@ fn run(cli: Cli) -> CliResult<()> {
         Command::Extract(a) => cmd::extract::run(a, cli.common),
         Command::Reconstruct(a) => cmd::reconstruct::run(a, cli.common),
         Command::Bench(a) => cmd::bench::run(a, cli.common),
-        Command::Info(a) => cmd::info::run(a),
-        Command::Export(a) => cmd::export::run(a),
+        Command::Info(a) => common::no_device("info", &cli.common).and_then(|_| cmd::info::run(a)),
+        Command::Export(a) => common::no_device("export", &cli.common).and_then(|_| cmd::export::run(a)),
     }
 }
 

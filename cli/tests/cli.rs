@@ -234,6 +234,9 @@ fn errors_are_one_line_with_a_hint_and_exit_codes_differ() {
     let e = check(&["pretrain", "--device", "cuda", "--out", "o"], 1, "CUDA");
     assert!(e.contains("hint:") && e.contains("--device cpu"), "{e}");
     check(&["pretrain", "--device", "tpu"], 2, "unknown device");
+    // Commands that compute nothing on a device say so instead of ignoring --device.
+    check(&["info", "--device", "cuda"], 2, "does not apply");
+    check(&["export", "--device", "cuda:1", "-c", "x.safetensors", "-o", "y.safetensors"], 2, "does not apply");
     if spark_engine::cuda::cuda_missing_reason().is_some() {
         // No GPU here: the commands that run on CUDA say so with the engine's reason.
         for cmd in [

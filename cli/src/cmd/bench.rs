@@ -6,7 +6,7 @@
 //! encoder.
 
 use super::pretrain::PretrainConfig;
-use crate::common::{compute_threads, setup_precision, setup_threads, CommonOpts};
+use crate::common::{compute_threads, setup_device, setup_precision, setup_threads, CommonOpts};
 use crate::error::{CliError, CliResult};
 use clap::{Args, Subcommand};
 use spark::optim::{optim_params, OptimizerKind, Recipe};
@@ -119,6 +119,7 @@ fn naive_gemm(a: &[f32], b: &[f32], c: &mut [f32], n: usize) {
 
 pub fn run(a: BenchArgs, common: CommonOpts) -> CliResult<()> {
     setup_threads(common.threads)?;
+    setup_device(common.device.as_deref().unwrap_or("cpu"))?;
     spark_engine::cpu::conv_winograd::set_enabled(!a.no_winograd);
     // Applies to the conv, sparse and step benches; the gemm table always shows both.
     let precision = setup_precision(&common)?;
