@@ -62,6 +62,8 @@ enum Command {
     Bench(cmd::bench::BenchArgs),
     /// Model summary: SparK contract values, parameters, GMACs.
     Info(cmd::info::InfoArgs),
+    /// mmpretrain's SparK model names: task, parameters, FLOPs, top-1, config.
+    Models(cmd::models::ModelsArgs),
     /// The pretrained encoder alone, with PyTorch key names, as safetensors.
     Export(cmd::export::ExportArgs),
 }
@@ -76,6 +78,7 @@ fn run(cli: Cli) -> CliResult<()> {
         Command::Reconstruct(a) => cmd::reconstruct::run(a, cli.common),
         Command::Bench(a) => cmd::bench::run(a, cli.common),
         Command::Info(a) => common::no_device("info", &cli.common).and_then(|_| cmd::info::run(a)),
+        Command::Models(a) => common::no_device("models", &cli.common).and_then(|_| cmd::models::run(a)),
         Command::Export(a) => common::no_device("export", &cli.common).and_then(|_| cmd::export::run(a)),
     }
 }

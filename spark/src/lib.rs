@@ -11,6 +11,7 @@ pub mod optim;
 pub mod recon;
 pub mod st_io;
 pub mod train;
+pub mod zoo;
 
 pub use model::{EncoderMode, SparK, SparkConfig, SparkOutput};
 pub use train::{BatchSource, StepMetrics, StopReason, TrainConfig, Trainer};

@@ -5,12 +5,17 @@
 use super::pretrain::PretrainConfig;
 use crate::error::{CliError, CliResult};
 use clap::Args;
+use spark::zoo::{self, ZooModel};
 use spark::SparK;
 use spark_nn::Module;
 use std::collections::BTreeMap;
 
 #[derive(Args, Debug, Clone)]
 pub struct InfoArgs {
+    /// A model name from `spark models` (mmpretrain's names, e.g. spark_sparse-resnet50_800e_in1k);
+    /// without it, the model of --preset / --backbone.
+    #[arg(value_name = "NAME", conflicts_with_all = ["preset", "backbone", "width_mult", "decoder_width", "mask_ratio"])]
+    pub name: Option<String>,
     /// Settings preset whose model to describe (quick, official, mmpretrain).
     #[arg(long, default_value = "quick")]
     pub preset: String,
@@ -85,7 +90,86 @@ pub fn weight_macs(name: &str, shape: &[usize], h: usize) -> u64 {
     per_pos * hw * hw
 }
 
+/// Multiply-accumulates of a zoo model's backbone at `h` px: the page's "FLOPs" (for the SparK
+/// pretraining models the page counts the backbone alone, SPARK.md 8.3).
+pub fn zoo_macs(model: &ZooModel, h: usize) -> u64 {
+    let mut total = 0u64;
+    model.backbone().visit("", &mut |n, t, _| total += weight_macs(n, t.dims(), h));
+    total
+}
+
+/// The zoo model `name`, shape only; an unknown name is a usage error listing the valid ones.
+pub fn zoo_model(name: &str) -> CliResult<(&'static zoo::ZooEntry, ZooModel)> {
+    let e = zoo::entry(name).map_err(|_| {
+        CliError::usage(format!("unknown model name '{name}'"))
+            .hint(format!("valid names: {} (see `spark models`)", zoo::names().join(", ")))
+    })?;
+    Ok((e, zoo::build(name).map_err(|e| CliError::usage(e.to_string()))?))
+}
+
+fn run_zoo(name: &str, input_size: Option<usize>) -> CliResult<()> {
+    let (e, model) = zoo_model(name)?;
+    let h = input_size.unwrap_or(224);
+    let params = model.num_params();
+    match e.spark_config() {
+        Some(mut sc) => {
+            sc.input_size = h;
+            let label = format!("{name} ({}, mmpretrain SparK)", e.task);
+            describe_spark(sc, &label)?;
+        }
+        None => {
+            let b = model.backbone();
+            outln!("{name} ({}): {} with a {}-class head, input {h}x{h}", e.task, e.backbone(), b.num_classes());
+            outln!();
+            outln!("Layers (parameters)");
+            let mut tops: Vec<(String, usize)> = Vec::new();
+            b.visit("", &mut |n, t, k| {
+                if k != spark_nn::Kind::Param {
+                    return;
+                }
+                let mut it = n.split('.');
+                let top = match it.next() {
+                    Some(s @ ("stages" | "downsample_layers")) => format!("{s}.{}", it.next().unwrap_or("")),
+                    Some(s) => s.to_string(),
+                    None => String::new(),
+                };
+                match tops.last_mut() {
+                    Some((name, cnt)) if *name == top => *cnt += t.numel(),
+                    _ => tops.push((top, t.numel())),
+                }
+            });
+            for (n, c) in &tops {
+                outln!("  {n:<22} {c:>12}");
+            }
+        }
+    }
+    let macs = zoo_macs(&model, h) as f64 / 1e9;
+    outln!();
+    outln!("{name}");
+    outln!("  config                 {}", e.config);
+    outln!("  parameters             {params} ({:.2}M; page {:.2}M)", params as f64 / 1e6, e.page_params_m);
+    let what = if e.task == zoo::Task::Pretrain { "backbone GMACs (FLOPs)" } else { "GMACs (FLOPs)" };
+    if h == 224 {
+        outln!("  {what:<22} {macs:.3} at 224 px (page {:.2}G)", e.page_flops_g);
+    } else {
+        outln!("  {what:<22} {macs:.3} at {h} px");
+    }
+    if let (Some(t1), Some(t5)) = (e.top1, e.top5) {
+        outln!("  ImageNet-1k top-1/5    {t1:.2} / {t5:.2} (page)");
+    }
+    if e.name == "resnet50_spark-pre_300e_in1k" {
+        outln!(
+            "  note: the page's 23.52M / 1.31G match no ResNet-50 (with fc: 25,557,032 / ~4.1G; without: \
+             23,508,032); this is ResNet-50 with its fc, as torchvision counts it."
+        );
+    }
+    Ok(())
+}
+
 pub fn run(a: InfoArgs) -> CliResult<()> {
+    if let Some(name) = &a.name {
+        return run_zoo(name, a.input_size);
+    }
     let mut c = PretrainConfig::preset(&a.preset)?;
     if let Some(b) = a.backbone {
         c.backbone = b;
@@ -106,12 +190,17 @@ pub fn run(a: InfoArgs) -> CliResult<()> {
         return Err(CliError::usage(format!("unknown backbone '{}'", c.backbone))
             .hint(format!("valid names: {}", spark_nn::BACKBONE_NAMES.join(", "))));
     }
-    let sc = c.spark_config();
+    let label = format!("preset {}", c.preset);
+    describe_spark(c.spark_config(), &label)
+}
+
+/// The SparK contract values, parameters and GMACs of one SparK model.
+fn describe_spark(sc: spark::SparkConfig, label: &str) -> CliResult<()> {
     let model = SparK::shape_only(sc.clone()).map_err(|e| CliError::usage(e.to_string()))?;
     let h = sc.input_size;
     let f = model.grid();
     let keep = spark::mask::len_keep(f, f, sc.mask_ratio);
-    outln!("SparK model: {} (width x{}), input {h}x{h}, preset {}", sc.backbone, sc.width_mult, c.preset);
+    outln!("SparK model: {} (width x{}), input {h}x{h}, {label}", sc.backbone, sc.width_mult);
     outln!();
     outln!("SparK contract");
     outln!("  downsample ratio (mask patch)  {} px", model.patch);
@@ -211,5 +300,26 @@ mod tests {
         assert!((r18 - 1.81).abs() < 0.03, "resnet18 {r18}");
         let cnx = backbone_macs("convnext_tiny", 224);
         assert!((cnx - 4.46).abs() < 0.06, "convnext_tiny {cnx}");
+    }
+
+    #[test]
+    fn zoo_flops_match_the_page() {
+        // mmpretrain's page (SPARK.md 8.3): FLOPs at 224 px within 1%. The pretraining models'
+        // 4.10G / 4.47G are the backbone alone; ConvNeXt-V2-T's classifier is 4,469,631,744.
+        for (name, page) in [
+            ("spark_sparse-resnet50_800e_in1k", 4.10e9),
+            ("spark_sparse-convnextv2-tiny_800e_in1k", 4.47e9),
+            ("convnextv2-tiny_spark-pre_300e_in1k", 4_469_631_744.0),
+        ] {
+            let (_, m) = zoo_model(name).unwrap();
+            let g = zoo_macs(&m, 224) as f64;
+            assert!((g / page - 1.0).abs() < 0.01, "{name}: {g} vs {page}");
+        }
+        // The page's 1.31G for resnet50_spark-pre_300e_in1k matches no ResNet-50 (SPARK.md 8.3):
+        // the real architecture is ~4.1 GMACs, like torchvision's.
+        let (_, m) = zoo_model("resnet50_spark-pre_300e_in1k").unwrap();
+        let g = zoo_macs(&m, 224) as f64 / 1e9;
+        assert!((g - 4.1).abs() < 0.05, "{g}");
+        assert!(zoo_model("resnet50").is_err());
     }
 }

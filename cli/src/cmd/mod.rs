@@ -5,6 +5,7 @@ pub mod export;
 pub mod extract;
 pub mod finetune;
 pub mod info;
+pub mod models;
 pub mod predict;
 pub mod pretrain;
 pub mod reconstruct;
