@@ -41,9 +41,11 @@ pub fn read_file(path: &Path) -> CliResult<toml::Table> {
         .map_err(|e| CliError::usage(format!("config file {} is not valid TOML: {}", path.display(), e.message())))
 }
 
-/// Collects `Some` flag values into a table under their config key.
+/// Collects `Some` flag values into a table under their config key. TOML integers are 64-bit
+/// signed: a larger unsigned value is an error naming the flag (see [`Flags::finish`]), never a
+/// wrapped negative number.
 #[derive(Default)]
-pub struct Flags(pub toml::Table);
+pub struct Flags(pub toml::Table, Vec<CliError>);
 
 impl Flags {
     pub fn set<V: Into<toml::Value>>(&mut self, key: &str, v: Option<V>) -> &mut Self {
@@ -53,10 +55,31 @@ impl Flags {
         self
     }
     pub fn set_usize(&mut self, key: &str, v: Option<usize>) -> &mut Self {
-        self.set(key, v.map(|x| x as i64))
+        self.set_u64(key, v.map(|x| x as u64))
     }
     pub fn set_u64(&mut self, key: &str, v: Option<u64>) -> &mut Self {
-        self.set(key, v.map(|x| x as i64))
+        match v.map(i64::try_from) {
+            Some(Err(_)) => {
+                let flag = format!("--{}", key.replace('_', "-"));
+                self.1.push(
+                    CliError::usage(format!(
+                        "{flag} {} is out of range: must be <= {} (the run's config.toml stores 64-bit signed integers)",
+                        v.unwrap_or_default(),
+                        i64::MAX
+                    ))
+                    .hint(format!("pass a smaller {flag}")),
+                );
+                self
+            }
+            x => self.set(key, x.map(Result::unwrap_or_default)),
+        }
+    }
+    /// The table, or the first value that did not fit.
+    pub fn finish(mut self) -> CliResult<toml::Table> {
+        match self.1.drain(..).next() {
+            Some(e) => Err(e),
+            None => Ok(self.0),
+        }
     }
 }
 
@@ -91,6 +114,18 @@ mod tests {
         f.set("c", Some(0.5));
         let r: C = resolve(&d, None, None, f.0).unwrap();
         assert_eq!(r.c, Some(0.5));
+    }
+
+    #[test]
+    fn unsigned_flags_beyond_i64_are_errors_not_negative_numbers() {
+        let mut f = Flags::default();
+        f.set_u64("seed", Some(u64::MAX)).set_usize("steps", Some(3));
+        let e = f.finish().unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.msg.contains("--seed 18446744073709551615") && e.msg.contains("9223372036854775807"), "{}", e.msg);
+        let mut f = Flags::default();
+        f.set_u64("seed", Some(i64::MAX as u64));
+        assert_eq!(f.finish().unwrap()["seed"].as_integer(), Some(i64::MAX));
     }
 
     #[test]

@@ -456,3 +456,212 @@ fn no_silent_overwrite_of_runs_or_inputs() {
     check(&["export", "-c", x, "-o", "enc.safetensors"], 1, &["cannot write enc.safetensors"]);
     assert!(!t.join("enc.safetensors.tmp").exists());
 }
+
+#[test]
+fn models_and_info_name_speak_mmpretrain() {
+    let t = Tmp::new("zoo");
+    let o = ok(&spark(&["models"], &t.0));
+    for needle in [
+        "spark_sparse-resnet50_800e_in1k",
+        "spark_sparse-convnextv2-tiny_800e_in1k",
+        "resnet50_spark-pre_300e_in1k",
+        "convnextv2-tiny_spark-pre_300e_in1k",
+        "spark_sparse-resnet50_8xb512-amp-coslr-800e_in1k",
+        "convnextv2-tiny_8xb256-coslr-300e_in1k",
+        // SPARK.md 8.3: 37,970,611 / 39,729,619 / 28,635,496 parameters; top-1 80.10 / 82.80.
+        "37.97M",
+        "39.73M",
+        "28.64M",
+        "25.56M",
+        "80.10",
+        "82.80",
+    ] {
+        assert!(o.contains(needle), "{needle}: {o}");
+    }
+    let o = ok(&spark(&["info", "spark_sparse-resnet50_800e_in1k"], &t.0));
+    assert!(o.contains("37970611") && o.contains("37.97M"), "{o}");
+    assert!(o.contains("[256, 512, 1024, 2048]") && o.contains("spark_sparse-resnet50_8xb512"), "{o}");
+    let o = ok(&spark(&["info", "convnextv2-tiny_spark-pre_300e_in1k"], &t.0));
+    assert!(o.contains("28635496") && o.contains("82.80 / 96.30"), "{o}");
+    assert!(o.contains("4.47"), "{o}");
+    // The flag form still works; a name and a preset do not mix; an unknown name lists the valid ones.
+    let o = ok(&spark(&["info", "--preset", "mmpretrain"], &t.0));
+    assert!(o.contains("preset mmpretrain"), "{o}");
+    let o = spark(&["info", "resnet50_spark-pre_300e_in1k", "--preset", "official"], &t.0);
+    assert_eq!(o.status.code(), Some(2));
+    let o = spark(&["info", "resnet5"], &t.0);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("unknown model name 'resnet5'") && err.contains("spark_sparse-resnet50_800e_in1k"), "{err}");
+}
+
+/// Every numeric setting is checked against its range when the command line and config are
+/// parsed: exit 2, naming the flag (or config key) and the allowed range, before anything runs.
+#[test]
+fn numeric_settings_are_checked_against_their_ranges() {
+    let t = Tmp::new("ranges");
+    let check = |args: &[&str], needles: &[&str]| {
+        let o = spark(args, &t.0);
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        for n in needles {
+            assert!(err.contains(n), "{args:?}: {err}");
+        }
+        assert!(!err.contains("panicked") && !err.contains("integer -1"), "{args:?}: {err}");
+    };
+    // Flags, with and without `=` for negative values.
+    check(&["pretrain", "--lr=-1"], &["--lr -1", "must be > 0"]);
+    check(&["pretrain", "--lr", "-1"], &["--lr -1", "must be > 0"]);
+    check(&["pretrain", "--lr", "0"], &["--lr 0", "must be > 0"]);
+    check(&["pretrain", "--mask-ratio", "0"], &["--mask-ratio 0", "(0, 1)"]);
+    check(&["pretrain", "--mask-ratio", "-0.5"], &["--mask-ratio -0.5", "(0, 1)"]);
+    check(&["pretrain", "--mask-ratio", "1"], &["--mask-ratio 1", "(0, 1)"]);
+    check(&["pretrain", "--mask-ratio", "0.95"], &["--mask-ratio 0.95", "masks all 9 patches"]);
+    check(&["pretrain", "--width-mult", "0"], &["--width-mult 0", "> 0"]);
+    check(&["pretrain", "--decoder-width", "16"], &["--decoder-width 16", ">= 32"]);
+    check(&["pretrain", "--batch-size", "0"], &["--batch-size 0", ">= 2"]);
+    check(&["pretrain", "--steps", "0"], &["--steps 0", ">= 1"]);
+    check(&["pretrain", "--epochs", "0"], &["--epochs 0", ">= 1"]);
+    check(&["pretrain", "--threads", "0"], &["--threads 0", "must be in [1, "]);
+    check(&["pretrain", "--threads", "100000"], &["--threads 100000", "must be in [1, ", "cores"]);
+    check(&["finetune", "--threads", "100000"], &["--threads 100000", "must be in [1, "]);
+    check(&["pretrain", "--workers", "100000"], &["--workers 100000", "must be in [0, "]);
+    // u64 seeds beyond what a TOML integer holds: a clear error, not "integer -1".
+    check(&["pretrain", "--seed", "18446744073709551615"], &["--seed 18446744073709551615", "9223372036854775807"]);
+    check(&["pretrain", "--steps", "18446744073709551615"], &["--steps 18446744073709551615"]);
+    // Sizes whose one step cannot fit in memory: refused before allocating, naming the flag.
+    check(
+        &["pretrain", "--input-size", "100000"],
+        &["--input-size 100000", "needs too much memory", "this machine has"],
+    );
+    check(&["pretrain", "--decoder-width", "100000"], &["--decoder-width 100000", "needs too much memory"]);
+    check(&["pretrain", "--batch-size", "100000000"], &["--batch-size 100000000", "needs too much memory"]);
+    check(&["finetune", "--input-size", "100000"], &["--input-size 100000", "needs too much memory"]);
+    // The same ranges for settings from a TOML config (named by their key when no flag sets them).
+    for (toml, needles) in [
+        ("lr = -5.0", &["--lr -5", "must be > 0", "config"][..]),
+        ("beta1 = 1.0", &["`beta1` 1", "[0, 1)"]),
+        ("beta2 = 2.0", &["`beta2` 2", "[0, 1)"]),
+        ("max_grad_norm = -1.0", &["`max_grad_norm` -1", "> 0"]),
+        ("max_grad_norm = 0.0", &["`max_grad_norm` 0", "> 0"]),
+        ("wd = -0.1", &["`wd` -0.1", ">= 0"]),
+        ("mask_ratio = 0.0", &["--mask-ratio 0", "(0, 1)"]),
+        ("crop_scale = [0.5, 0.2]", &["`crop_scale`", "0 < a <= b <= 1"]),
+        ("batch_size = 0", &["--batch-size 0", ">= 2"]),
+    ] {
+        std::fs::write(t.join("c.toml"), toml).unwrap();
+        check(&["pretrain", "--config", "c.toml", "--out", "never"], needles);
+    }
+    assert!(!t.join("never").exists(), "a refused run wrote its folder");
+    // Fine-tuning flags.
+    check(&["finetune", "--lr=-1"], &["--lr -1", "must be > 0"]);
+    check(&["finetune", "--lr", "-1"], &["--lr -1", "must be > 0"]);
+    check(&["finetune", "--weight-decay", "-1"], &["--weight-decay -1", ">= 0"]);
+    check(&["finetune", "--label-smoothing", "1"], &["--label-smoothing 1", "[0, 1)"]);
+    check(&["finetune", "--layer-decay", "0"], &["--layer-decay 0", "(0, 1]"]);
+    check(&["finetune", "--warmup-frac", "2"], &["--warmup-frac 2", "[0, 1]"]);
+    check(&["finetune", "--drop-path", "1"], &["--drop-path 1", "[0, 1)"]);
+    check(&["finetune", "--batch-size", "0"], &["--batch-size 0", ">= 2"]);
+    check(&["finetune", "--steps", "0"], &["--steps 0", ">= 1"]);
+    check(&["finetune", "--input-size", "50"], &["--input-size 50", "multiple of 32"]);
+    assert!(!t.join("runs").exists(), "a refused run wrote its folder");
+}
+
+/// Writes `tensors` (name, dtype, shape, bytes) and `metadata` as a safetensors file.
+fn write_st(
+    path: &Path,
+    tensors: &[(String, safetensors::Dtype, Vec<usize>, Vec<u8>)],
+    md: &std::collections::HashMap<String, String>,
+) {
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|(n, d, s, b)| (n.clone(), safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
+    std::fs::write(path, safetensors::tensor::serialize(views, &Some(md.clone())).unwrap()).unwrap();
+}
+
+/// A checkpoint whose optimizer keys do not match its model (renamed, missing, reshaped or
+/// foreign keys) or that is truncated fails to resume with an error naming the key (or the
+/// file), never a panic.
+#[test]
+fn damaged_checkpoint_keys_are_errors_naming_the_key() {
+    let t = Tmp::new("resumekeys");
+    class_folders(&t.join("data"));
+    pretrain(&t, "run", "1", &[]);
+    let ck = t.join("run/last.safetensors");
+    let original = std::fs::read(&ck).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&original).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&original).unwrap();
+    let md = meta.metadata().clone().unwrap();
+    let mut tensors: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> =
+        st.tensors().into_iter().map(|(n, v)| (n, v.dtype(), v.shape().to_vec(), v.data().to_vec())).collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    // A parameter with a 4-d weight and both moments: the first conv of the encoder.
+    let v_key = tensors
+        .iter()
+        .map(|x| &x.0)
+        .find(|n| n.starts_with("optim.v.") && n.ends_with("conv1.weight"))
+        .expect("a conv1 moment")
+        .clone();
+    let name = v_key.strip_prefix("optim.v.").unwrap().to_string();
+    let m_key = format!("optim.m.{name}");
+    let rename = |from: &str, to: &str| {
+        tensors
+            .iter()
+            .cloned()
+            .map(|mut x| {
+                if x.0 == from {
+                    x.0 = to.to_string();
+                }
+                x
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut cases: Vec<(&str, Vec<_>, String)> = vec![
+        ("v renamed", rename(&v_key, "optim.v.renamed.weight"), v_key.clone()),
+        ("m renamed", rename(&m_key, "optim.m.renamed.weight"), "optim.m.renamed.weight".into()),
+        ("v dropped", tensors.iter().filter(|x| x.0 != v_key).cloned().collect(), v_key.clone()),
+        (
+            "foreign key",
+            tensors
+                .iter()
+                .cloned()
+                .chain(
+                    tensors
+                        .iter()
+                        .filter(|x| x.0 == v_key)
+                        .map(|x| (format!("optim.q.{name}"), x.1, x.2.clone(), x.3.clone())),
+                )
+                .collect(),
+            format!("optim.q.{name}"),
+        ),
+        ("model renamed", rename(&format!("model.{name}"), "model.renamed.weight"), format!("model.{name}")),
+    ];
+    let mut reshaped = tensors.clone();
+    let x = reshaped.iter_mut().find(|x| x.0 == v_key).unwrap();
+    x.2 = vec![x.2.iter().product()];
+    cases.push(("v reshaped", reshaped, v_key.clone()));
+    for (what, ts, key) in cases {
+        write_st(&ck, &ts, &md);
+        let o = spark(&["pretrain", "--resume", "--out", "run", "--steps", "2"], &t.0);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{what}: {err}");
+        assert!(err.contains(&key), "{what}: the error should name {key}: {err}");
+        assert!(!err.contains("panicked") && !err.contains("internal error"), "{what}: {err}");
+    }
+    // A truncated checkpoint: said so, with the path, instead of the parser's error name.
+    std::fs::write(&ck, &original[..original.len() / 2]).unwrap();
+    let o = spark(&["pretrain", "--resume", "--out", "run", "--steps", "2"], &t.0);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("run/last.safetensors: the file is truncated or not a safetensors checkpoint"), "{err}");
+    assert!(!err.contains("MetadataIncompleteBuffer") && !err.contains("InvalidOffset"), "{err}");
+    std::fs::write(t.join("junk.safetensors"), b"abc").unwrap();
+    let o = spark(&["export", "-c", "junk.safetensors", "-o", "enc.safetensors"], &t.0);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("junk.safetensors: the file is truncated or not a safetensors checkpoint"), "{err}");
+    assert!(!err.contains("MetadataIncompleteBuffer"), "{err}");
+    // The intact checkpoint still resumes.
+    std::fs::write(&ck, &original).unwrap();
+    ok(&spark(&["pretrain", "--resume", "--out", "run", "--steps", "2"], &t.0));
+}

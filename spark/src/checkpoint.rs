@@ -69,7 +69,36 @@ pub fn read(path: &Path) -> Result<(CheckpointMeta, Vec<(String, Tensor)>, Vec<(
             return Err(bad(&format!("unexpected tensor `{n}`")));
         }
     }
+    check_optim_keys(&model, &optim).map_err(|m| bad(&m))?;
     Ok((CheckpointMeta { config, step, optim_step, rng_state, last_loss }, model, optim))
+}
+
+/// Every optimizer tensor is `m.<name>` or `v.<name>` of a model tensor `<name>` with its shape,
+/// and comes with its partner. The first mismatch, naming the key as stored (`optim.v.<name>`).
+fn check_optim_keys(model: &[(String, Tensor)], optim: &[(String, Tensor)]) -> std::result::Result<(), String> {
+    let params: HashMap<&str, &[usize]> = model.iter().map(|(n, t)| (n.as_str(), t.dims())).collect();
+    let moments: HashMap<&str, &[usize]> = optim.iter().map(|(n, t)| (n.as_str(), t.dims())).collect();
+    for (k, t) in optim {
+        let (name, other) = match (k.strip_prefix("m."), k.strip_prefix("v.")) {
+            (Some(n), _) => (n, format!("v.{n}")),
+            (_, Some(n)) => (n, format!("m.{n}")),
+            _ => return Err(format!("unexpected optimizer tensor `optim.{k}` (expected optim.m.* or optim.v.*)")),
+        };
+        let Some(dims) = params.get(name) else {
+            return Err(format!("optimizer tensor `optim.{k}` belongs to no model tensor (`model.{name}` is missing)"));
+        };
+        if t.dims() != *dims {
+            return Err(format!(
+                "optimizer tensor `optim.{k}` has shape {:?}, but `model.{name}` has {:?}",
+                t.dims(),
+                dims
+            ));
+        }
+        if !moments.contains_key(other.as_str()) {
+            return Err(format!("optimizer tensor `optim.{k}` has no matching `optim.{other}`"));
+        }
+    }
+    Ok(())
 }
 
 /// Copies named tensors into the model's parameters and buffers; every model key must be present

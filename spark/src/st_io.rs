@@ -42,9 +42,17 @@ pub fn save(path: &Path, tensors: &[(String, Tensor)], metadata: HashMap<String,
 /// integer and bf16/f16 tensors are converted to f32.
 pub fn load(path: &Path) -> Result<(Vec<(String, Tensor)>, HashMap<String, String>)> {
     let bytes = std::fs::read(path).map_err(|e| io_err(path, "read", e))?;
-    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| io_err(path, "header", e))?;
+    // The safetensors crate's own errors ("MetadataIncompleteBuffer") mean nothing to a user.
+    let damaged = |_| {
+        Error::Msg(format!(
+            "{}: the file is truncated or not a safetensors checkpoint ({} bytes)",
+            path.display(),
+            bytes.len()
+        ))
+    };
+    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(damaged)?;
     let metadata = meta.metadata().clone().unwrap_or_default();
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| io_err(path, "parse", e))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(damaged)?;
     let mut out = Vec::new();
     for (name, v) in st.tensors() {
         let shape = v.shape().to_vec();

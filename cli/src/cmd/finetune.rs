@@ -4,7 +4,10 @@
 
 use super::classifier::{self, ModelSpec, Weights};
 use super::eval::evaluate;
-use crate::common::{compute_threads, parse_precision, setup_compute_device, setup_threads, CommonOpts};
+use crate::common::{
+    check_f64, check_step_memory, check_threads, compute_threads, out_of_range, parse_precision, setup_compute_device,
+    setup_threads, CommonOpts, StepSize,
+};
 use crate::error::{CliError, CliResult, Context};
 use crate::metrics::{MetricsLog, Record};
 use crate::progress;
@@ -32,7 +35,7 @@ pub struct FinetuneArgs {
     /// Backbone when training from scratch (default: the pretrained one).
     #[arg(long)]
     pub backbone: Option<String>,
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub width_mult: Option<f64>,
     /// Input size (default: the pretrained model's).
     #[arg(long)]
@@ -41,14 +44,14 @@ pub struct FinetuneArgs {
     #[arg(long, default_value = "adamw")]
     pub optimizer: String,
     /// Peak learning rate.
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 1e-3)]
     pub lr: f64,
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.05)]
     pub weight_decay: f64,
     /// Layer-wise lr decay: stage k of n gets lr x decay^(n - k) (1.0 = off).
-    #[arg(long, default_value_t = 0.7)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.7)]
     pub layer_decay: f64,
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.1)]
     pub label_smoothing: f64,
     #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
@@ -57,9 +60,9 @@ pub struct FinetuneArgs {
     pub steps: Option<usize>,
     #[arg(long)]
     pub epochs: Option<usize>,
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.1)]
     pub warmup_frac: f64,
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
     pub drop_path: f64,
     #[arg(long, default_value = "runs/finetune")]
     pub out: PathBuf,
@@ -84,18 +87,49 @@ fn layer_id(name: &str) -> usize {
     0
 }
 
+/// Checks every numeric flag against its range before anything is read, built or written.
+fn validate(a: &FinetuneArgs, workers: usize) -> CliResult<()> {
+    let inf = f64::INFINITY;
+    check_f64("--lr", a.lr, 0.0, true, inf, false)?;
+    check_f64("--weight-decay", a.weight_decay, 0.0, false, inf, false)?;
+    check_f64("--layer-decay", a.layer_decay, 0.0, true, 1.0, false)?;
+    check_f64("--label-smoothing", a.label_smoothing, 0.0, false, 1.0, true)?;
+    check_f64("--warmup-frac", a.warmup_frac, 0.0, false, 1.0, false)?;
+    check_f64("--drop-path", a.drop_path, 0.0, false, 1.0, true)?;
+    if let Some(w) = a.width_mult {
+        check_f64("--width-mult", w, 0.0, true, inf, false)?;
+    }
+    if let Some(s) = a.input_size {
+        if s == 0 || !s.is_multiple_of(32) {
+            return Err(out_of_range("--input-size", s, "a positive multiple of 32")
+                .hint("the encoder's total stride is 32 px; try 64, 96, 224"));
+        }
+    }
+    if a.batch_size < 2 {
+        return Err(
+            out_of_range("--batch-size", a.batch_size, ">= 2").hint("batch norm needs at least 2 images per batch")
+        );
+    }
+    if a.steps == Some(0) {
+        return Err(out_of_range("--steps", 0, ">= 1"));
+    }
+    if a.epochs == Some(0) {
+        return Err(out_of_range("--epochs", 0, ">= 1"));
+    }
+    check_threads("--workers", workers, 0)?;
+    if !["adamw", "lamb"].contains(&a.optimizer.as_str()) {
+        return Err(CliError::usage(format!("--optimizer '{}': use adamw or lamb", a.optimizer)));
+    }
+    Ok(())
+}
+
 pub fn run(a: FinetuneArgs, common: CommonOpts) -> CliResult<()> {
+    let workers = common.workers.unwrap_or(2);
+    validate(&a, workers)?;
     setup_threads(common.threads)?;
     let device = setup_compute_device(common.device.as_deref().unwrap_or("cpu"))?;
     // Held by a scope around each step's forward and backward.
     let precision = parse_precision(common.precision.as_deref())?.unwrap_or_default();
-    if a.batch_size < 2 {
-        return Err(CliError::usage("--batch-size must be at least 2 (batch norm)"));
-    }
-    if !["adamw", "lamb"].contains(&a.optimizer.as_str()) {
-        return Err(CliError::usage(format!("--optimizer '{}': use adamw or lamb", a.optimizer)));
-    }
-    let workers = common.workers.unwrap_or(2);
     let train = Arc::new(Dataset::open(&a.data).map_err(|e| CliError::runtime(e.to_string()))?);
     if !train.is_labelled() {
         return Err(CliError::usage(format!("{} has no labels", train.describe()))
@@ -120,6 +154,17 @@ pub fn run(a: FinetuneArgs, common: CommonOpts) -> CliResult<()> {
         input_size: a.input_size.or(init_spec.as_ref().map(|s| s.input_size)).unwrap_or(96),
         classes: train.classes.clone(),
     };
+    if spec.input_size == 0 || !spec.input_size.is_multiple_of(32) {
+        return Err(out_of_range("--input-size", spec.input_size, "a positive multiple of 32"));
+    }
+    check_step_memory(&StepSize {
+        backbone: &spec.backbone,
+        width_mult: spec.width_mult,
+        input_size: spec.input_size,
+        batch_size: a.batch_size,
+        decoder_width: 0,
+        encoder_fraction: 1.0,
+    })?;
     let mut rng = Rng::new(a.seed);
     let mut model = classifier::build(&spec, a.drop_path, &mut rng)?;
     if let Some(p) = &a.init {

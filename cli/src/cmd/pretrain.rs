@@ -4,7 +4,10 @@
 //! `runs/pretrain`. `--preset official` / `--preset mmpretrain` switch to the paper's settings.
 
 use crate::checkpoint;
-use crate::common::{compute_threads, setup_compute_device, setup_threads};
+use crate::common::{
+    check_f64, check_step_memory, check_threads, compute_threads, out_of_range, setup_compute_device, setup_threads,
+    StepSize,
+};
 use crate::config::{self, Flags};
 use crate::error::{CliError, CliResult, Context};
 use crate::metrics::{read_records, MetricsLog, Record};
@@ -38,13 +41,13 @@ pub struct PretrainArgs {
     #[arg(long)]
     pub backbone: Option<String>,
     /// Multiplies every encoder width (1.0 = the published model).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub width_mult: Option<f64>,
     /// Square input size in pixels (a multiple of 32).
     #[arg(long)]
     pub input_size: Option<usize>,
     /// Fraction of the 32x32 patches hidden from the encoder.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub mask_ratio: Option<f64>,
     /// Light-decoder width (halves at each of its 5 levels; official 768, mmpretrain 512).
     #[arg(long)]
@@ -59,7 +62,7 @@ pub struct PretrainArgs {
     #[arg(long)]
     pub steps: Option<usize>,
     /// Peak learning rate (default: base_lr x batch / lr_ref_batch of the preset).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f64>,
     /// Linear warm-up length in steps.
     #[arg(long)]
@@ -212,6 +215,8 @@ impl PretrainConfig {
         c
     }
 
+    /// Checks every setting against its range (flags, config files and resumed configs alike),
+    /// before anything is allocated or written. Errors name the flag (or config key) and range.
     fn validate(&self) -> CliResult<()> {
         let u = |m: String| Err(CliError::usage(m));
         if !spark_nn::BACKBONE_NAMES.contains(&self.backbone.as_str()) {
@@ -222,16 +227,56 @@ impl PretrainConfig {
             return Err(CliError::usage(format!("--input-size {} is not a positive multiple of 32", self.input_size))
                 .hint("the mask patch is the encoder's total stride, 32 px; try 64, 96, 224"));
         }
-        if !(0.0..1.0).contains(&self.mask_ratio) {
-            return u(format!("--mask-ratio {} must be in [0, 1)", self.mask_ratio));
+        // Settings with a flag are named by it; the others by their config key.
+        let f = |flag: &str, v: f64, lo, lo_open, hi, hi_open| {
+            check_f64(flag, v, lo, lo_open, hi, hi_open).map_err(|e| e.hint(config_hint(flag)))
+        };
+        let inf = f64::INFINITY;
+        f("--mask-ratio", self.mask_ratio, 0.0, true, 1.0, true)?;
+        let grid = self.input_size / 32;
+        if spark::mask::len_keep(grid, grid, self.mask_ratio) == 0 {
+            return Err(CliError::usage(format!(
+                "--mask-ratio {} masks all {} patches of a {grid}x{grid} grid (--input-size {})",
+                self.mask_ratio,
+                grid * grid,
+                self.input_size
+            ))
+            .hint("lower --mask-ratio so that at least one patch stays visible"));
         }
         if self.batch_size < 2 {
-            return Err(CliError::usage(format!("--batch-size {} is too small", self.batch_size))
+            return Err(out_of_range("--batch-size", self.batch_size, ">= 2")
                 .hint("batch norm needs at least 2 images per batch"));
         }
-        if self.width_mult <= 0.0 || self.decoder_width < 32 {
-            return u("--width-mult must be > 0 and --decoder-width >= 32 (it halves five times)".into());
+        f("--width-mult", self.width_mult, 0.0, true, inf, false)?;
+        if self.decoder_width < 32 {
+            return Err(out_of_range("--decoder-width", self.decoder_width, ">= 32 (it halves five times)")
+                .hint(config_hint("--decoder-width")));
         }
+        if let Some(lr) = self.lr {
+            f("--lr", lr, 0.0, true, inf, false)?;
+        }
+        f("`base_lr`", self.base_lr, 0.0, true, inf, false)?;
+        if self.lr_ref_batch == 0 {
+            return Err(out_of_range("`lr_ref_batch`", 0, ">= 1").hint(config_hint("`lr_ref_batch`")));
+        }
+        f("`beta1`", self.beta1, 0.0, false, 1.0, true)?;
+        f("`beta2`", self.beta2, 0.0, false, 1.0, true)?;
+        if let Some(n) = self.max_grad_norm {
+            f("`max_grad_norm`", n, 0.0, true, inf, false)?;
+        }
+        f("`wd`", self.wd, 0.0, false, inf, false)?;
+        f("`wd_end`", self.wd_end, 0.0, false, inf, false)?;
+        f("`warmup_epochs`", self.warmup_epochs, 0.0, false, inf, false)?;
+        let [c0, c1] = self.crop_scale;
+        if !(c0.is_finite() && c1.is_finite() && 0.0 < c0 && c0 <= c1 && c1 <= 1.0) {
+            return Err(out_of_range("`crop_scale`", format!("[{c0}, {c1}]"), "[a, b] with 0 < a <= b <= 1")
+                .hint(config_hint("`crop_scale`")));
+        }
+        if self.reconstruction_images == 0 || self.reconstruction_images > 64 {
+            return Err(out_of_range("`reconstruction_images`", self.reconstruction_images, "in [1, 64]")
+                .hint(config_hint("`reconstruction_images`")));
+        }
+        check_threads("--workers", self.workers, 0).map_err(|e| e.hint(config_hint("--workers")))?;
         if !["lamb", "adamw"].contains(&self.optimizer.as_str()) {
             return u(format!("--optimizer '{}': use lamb or adamw", self.optimizer));
         }
@@ -241,14 +286,34 @@ impl PretrainConfig {
         if MatmulPrecision::parse(&self.precision).is_none() {
             return u(format!("--precision '{}': use f32 or bf16", self.precision));
         }
-        if self.steps == Some(0) || self.epochs == Some(0) {
-            return u("--steps / --epochs must be at least 1".into());
+        if self.steps == Some(0) {
+            return Err(out_of_range("--steps", 0, ">= 1"));
         }
-        Ok(())
+        if self.epochs == Some(0) {
+            return Err(out_of_range("--epochs", 0, ">= 1"));
+        }
+        check_step_memory(&StepSize {
+            backbone: &self.backbone,
+            width_mult: self.width_mult,
+            input_size: self.input_size,
+            batch_size: self.batch_size,
+            decoder_width: self.decoder_width,
+            encoder_fraction: if self.encoder == "sparse" { 1.0 - self.mask_ratio } else { 1.0 },
+        })
     }
 }
 
-fn flags(a: &PretrainArgs, device: Option<String>, precision: Option<String>) -> toml::Table {
+/// Where an out-of-range setting can come from.
+fn config_hint(name: &str) -> String {
+    match name.strip_prefix("--") {
+        Some(flag) => {
+            format!("set by {name} or `{} = ...` in the --config file / the run's config.toml", flag.replace('-', "_"))
+        }
+        None => format!("{name} is set in the --config file (or the resumed run's config.toml)"),
+    }
+}
+
+fn flags(a: &PretrainArgs, device: Option<String>, precision: Option<String>) -> CliResult<toml::Table> {
     let mut f = Flags::default();
     f.set("preset", a.preset.clone())
         .set("backbone", a.backbone.clone())
@@ -275,7 +340,7 @@ fn flags(a: &PretrainArgs, device: Option<String>, precision: Option<String>) ->
     if a.epochs.is_some() {
         f.set_usize("epochs", a.epochs);
     }
-    f.0
+    f.finish()
 }
 
 /// Preset -> config file -> flags. On resume the checkpoint's config replaces the preset.
@@ -291,9 +356,10 @@ fn resolve(a: &PretrainArgs, common: &crate::common::CommonOpts, resumed: Option
         Some(text) => toml::from_str(text).map_err(|e| CliError::runtime(format!("checkpoint run config: {e}")))?,
         None => PretrainConfig::preset(&preset)?,
     };
-    let mut fl = flags(a, common.device.clone(), common.precision.clone());
+    let mut fl = flags(a, common.device.clone(), common.precision.clone())?;
     if let Some(w) = common.workers {
-        fl.insert("workers".into(), (w as i64).into());
+        let w = i64::try_from(w).map_err(|_| out_of_range("--workers", w, &format!("<= {}", i64::MAX)))?;
+        fl.insert("workers".into(), w.into());
     }
     let clears = |t: &toml::Table, d: &mut PretrainConfig| {
         if t.contains_key("epochs") && !t.contains_key("steps") {

@@ -15,20 +15,36 @@ pub struct Moments {
 }
 
 impl Moments {
-    /// The (m, v) pair for `name`, created as zeros shaped like `param` on first use.
+    /// The (m, v) pair for `name`, created as zeros shaped like `param` on first use. A moment
+    /// that exists without its partner, or whose shape differs from the parameter's (a damaged
+    /// or foreign checkpoint), is an error naming the key.
     pub fn get_or_init(&mut self, name: &str, param: &Tensor) -> Result<(Tensor, Tensor)> {
-        if !self.m.contains_key(name) {
-            self.m.insert(name.to_string(), param.detach().zeros_like()?.contiguous()?);
-            self.v.insert(name.to_string(), param.detach().zeros_like()?.contiguous()?);
+        match (self.m.get(name), self.v.get(name)) {
+            (Some(m), Some(v)) => {
+                for (which, t) in [("m", m), ("v", v)] {
+                    if t.dims() != param.dims() {
+                        return Err(Error::Shape {
+                            op: "optimizer state",
+                            msg: format!(
+                                "moment `{which}.{name}` has shape {:?}, parameter {:?}",
+                                t.dims(),
+                                param.dims()
+                            ),
+                        });
+                    }
+                }
+                Ok((m.clone(), v.clone()))
+            }
+            (None, None) => {
+                let m = param.detach().zeros_like()?.contiguous()?;
+                let v = param.detach().zeros_like()?.contiguous()?;
+                self.m.insert(name.to_string(), m.clone());
+                self.v.insert(name.to_string(), v.clone());
+                Ok((m, v))
+            }
+            (Some(_), None) => Err(Error::Msg(format!("optimizer state: `m.{name}` has no matching `v.{name}`"))),
+            (None, Some(_)) => Err(Error::Msg(format!("optimizer state: `v.{name}` has no matching `m.{name}`"))),
         }
-        let (m, v) = (self.m[name].clone(), self.v[name].clone());
-        if m.dims() != param.dims() {
-            return Err(Error::Shape {
-                op: "optimizer state",
-                msg: format!("moment of `{name}` has shape {:?}, parameter {:?}", m.dims(), param.dims()),
-            });
-        }
-        Ok((m, v))
     }
 
     /// Named tensors for a checkpoint: `m.<param>` and `v.<param>`.
@@ -43,22 +59,45 @@ impl Moments {
         out
     }
 
-    /// Restores from tensors named as by [`Moments::named_tensors`].
+    /// Restores from tensors named as by [`Moments::named_tensors`]. Every `m.<name>` needs its
+    /// `v.<name>` with the same shape (and the reverse); a mismatch is an error naming the key.
     pub fn load_named(&mut self, step: u64, tensors: Vec<(String, Tensor)>) -> Result<()> {
-        self.step = step;
-        self.m.clear();
-        self.v.clear();
+        let (mut m, mut v) = (BTreeMap::new(), BTreeMap::new());
         for (k, t) in tensors {
-            if let Some(n) = k.strip_prefix("m.") {
-                self.m.insert(n.to_string(), t.contiguous()?);
+            let (map, n) = if let Some(n) = k.strip_prefix("m.") {
+                (&mut m, n)
             } else if let Some(n) = k.strip_prefix("v.") {
-                self.v.insert(n.to_string(), t.contiguous()?);
+                (&mut v, n)
             } else {
                 return Err(Error::Msg(format!("optimizer state: unexpected tensor `{k}`")));
+            };
+            if map.insert(n.to_string(), t.contiguous()?).is_some() {
+                return Err(Error::Msg(format!("optimizer state: tensor `{k}` appears twice")));
             }
         }
+        check_pairs(&m, &v)?;
+        self.step = step;
+        self.m = m;
+        self.v = v;
         Ok(())
     }
+}
+
+/// Every first moment has a second moment of its shape and the reverse.
+fn check_pairs(m: &BTreeMap<String, Tensor>, v: &BTreeMap<String, Tensor>) -> Result<()> {
+    for (n, a) in m {
+        let b = v.get(n).ok_or_else(|| Error::Msg(format!("optimizer state: `m.{n}` has no matching `v.{n}`")))?;
+        if a.dims() != b.dims() {
+            return Err(Error::Shape {
+                op: "optimizer state",
+                msg: format!("`m.{n}` has shape {:?} but `v.{n}` {:?}", a.dims(), b.dims()),
+            });
+        }
+    }
+    if let Some(n) = v.keys().find(|n| !m.contains_key(*n)) {
+        return Err(Error::Msg(format!("optimizer state: `v.{n}` has no matching `m.{n}`")));
+    }
+    Ok(())
 }
 
 /// Global L2 norm of all gradients, accumulated in f64 (on the gradients' device).
@@ -169,5 +208,41 @@ impl Moments {
         }
         self.step += 1;
         Ok(StepStart { jobs, norm, clip, t: self.step as i32 })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spark_engine::Device;
+
+    fn t(dims: &[usize]) -> Tensor {
+        Tensor::zeros(dims, spark_engine::DType::F32, Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn mismatched_moments_are_errors_naming_the_key() {
+        let named = |keys: &[(&str, &[usize])]| keys.iter().map(|(k, d)| (k.to_string(), t(d))).collect::<Vec<_>>();
+        let mut s = Moments::default();
+        let e = s.load_named(1, named(&[("m.w", &[2]), ("v.x", &[2])])).unwrap_err().to_string();
+        assert!(e.contains("`m.w`"), "{e}");
+        let e = s.load_named(1, named(&[("m.w", &[2]), ("v.w", &[3])])).unwrap_err().to_string();
+        assert!(e.contains("`v.w`") && e.contains("[3]"), "{e}");
+        let e = s.load_named(1, named(&[("v.w", &[2])])).unwrap_err().to_string();
+        assert!(e.contains("`v.w`"), "{e}");
+        let e = s.load_named(1, named(&[("q.w", &[2])])).unwrap_err().to_string();
+        assert!(e.contains("`q.w`"), "{e}");
+        s.load_named(1, named(&[("m.w", &[2]), ("v.w", &[2])])).unwrap();
+        let e = s.get_or_init("w", &t(&[3])).unwrap_err().to_string();
+        assert!(e.contains("`m.w`") && e.contains("[3]"), "{e}");
+        assert!(s.get_or_init("w", &t(&[2])).is_ok());
+        // Built by hand (not through load_named): a lone moment is still an error, not a panic.
+        s.v.clear();
+        let e = s.get_or_init("w", &t(&[2])).unwrap_err().to_string();
+        assert!(e.contains("`v.w`"), "{e}");
+        s.m.clear();
+        s.v.insert("w".into(), t(&[2]));
+        let e = s.get_or_init("w", &t(&[2])).unwrap_err().to_string();
+        assert!(e.contains("`v.w`"), "{e}");
     }
 }
