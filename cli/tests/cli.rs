@@ -665,3 +665,104 @@ fn damaged_checkpoint_keys_are_errors_naming_the_key() {
     std::fs::write(&ck, &original).unwrap();
     ok(&spark(&["pretrain", "--resume", "--out", "run", "--steps", "2"], &t.0));
 }
+
+/// A tiny from-scratch fine-tuning run's arguments (data in `data`, output in `out`).
+fn finetune_args<'a>(out: &'a str, steps: &'a str) -> Vec<&'a str> {
+    vec![
+        "finetune",
+        "--data",
+        "data",
+        "--out",
+        out,
+        "--steps",
+        steps,
+        "--width-mult",
+        "0.125",
+        "--input-size",
+        "64",
+        "--batch-size",
+        "4",
+        "--workers",
+        "1",
+    ]
+}
+
+/// `finetune --out` refuses a folder that holds a fine-tuning run unless `--overwrite`, and a
+/// failed start (bad data or --init) writes nothing.
+#[test]
+fn finetune_refuses_to_overwrite_a_run() {
+    let t = Tmp::new("ft-overwrite");
+    class_folders(&t.join("data"));
+    let read = |p: &str| std::fs::read(t.join(p)).unwrap();
+    let check = |args: &[&str], code: i32, needles: &[&str]| {
+        let o = spark(args, &t.0);
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert_eq!(o.status.code(), Some(code), "{args:?}: {err}");
+        for n in needles {
+            assert!(err.contains(n), "{args:?}: {err}");
+        }
+        assert!(!err.contains("panicked"), "{err}");
+    };
+    ok(&spark(&finetune_args("ft", "1"), &t.0));
+    let (cl, me) = (read("ft/classifier.safetensors"), read("ft/metrics.jsonl"));
+    // The same command again: refused, nothing touched.
+    check(&finetune_args("ft", "2"), 2, &["ft already holds a fine-tuning run", "--overwrite"]);
+    assert_eq!(read("ft/classifier.safetensors"), cl);
+    assert_eq!(read("ft/metrics.jsonl"), me);
+    // A folder with only a metrics log counts as a run too.
+    std::fs::create_dir_all(t.join("half")).unwrap();
+    std::fs::write(t.join("half/metrics.jsonl"), "x\n").unwrap();
+    check(&finetune_args("half", "1"), 2, &["half/metrics.jsonl"]);
+    assert_eq!(read("half/metrics.jsonl"), b"x\n");
+    // Bad inputs fail before anything is written, with or without --overwrite.
+    check(&["finetune", "--data", "/nonexistent", "--out", "ft", "--overwrite"], 1, &["does not exist"]);
+    assert_eq!(read("ft/metrics.jsonl"), me);
+    check(&["finetune", "--data", "/nonexistent", "--out", "fresh"], 1, &["does not exist"]);
+    let mut bad_init = finetune_args("fresh", "1");
+    bad_init.extend_from_slice(&["--init", "missing.safetensors"]);
+    check(&bad_init, 2, &["missing.safetensors"]);
+    check(&["finetune", "--data", "data", "--out", "fresh", "--lr", "0"], 2, &["--lr 0"]);
+    assert!(!t.join("fresh").exists());
+    // --overwrite replaces the run.
+    let mut again = finetune_args("ft", "2");
+    again.push("--overwrite");
+    ok(&spark(&again, &t.0));
+    assert_eq!(losses(&t.join("ft/metrics.jsonl")).len(), 2);
+    assert_ne!(read("ft/classifier.safetensors"), cl);
+}
+
+/// SIGTERM stops a fine-tuning run after the current step: it saves a classifier that `eval`
+/// loads and exits with 143.
+#[cfg(unix)]
+#[test]
+fn finetune_sigterm_saves_the_classifier() {
+    let t = Tmp::new("ft-sigterm");
+    class_folders(&t.join("data"));
+    let mut c = Command::new(BIN)
+        // Far more steps than the test waits for (a step takes milliseconds).
+        .args(finetune_args("ft", "2000"))
+        .current_dir(&t.0)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(c.stdout.take());
+    let metrics = t.join("ft/metrics.jsonl");
+    for _ in 0..600 {
+        if std::fs::read_to_string(&metrics).map(|s| s.lines().count() >= 2).unwrap_or(false) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let st = Command::new("kill").args(["-TERM", &c.id().to_string()]).status().unwrap();
+    assert!(st.success());
+    let o = c.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(143), "{err}");
+    assert!(err.contains("interrupted at step") && err.contains("SIGTERM"), "{err}");
+    assert!(err.contains("ft/classifier.safetensors"), "{err}");
+    assert!(!t.join("ft/classifier.safetensors.tmp").exists());
+    assert!(t.join("ft/loss.svg").exists());
+    let o = ok(&spark(&["eval", "-c", "ft/classifier.safetensors", "--data", "data"], &t.0));
+    assert!(o.contains("top-1:") && o.contains("(18 images)"), "{o}");
+}

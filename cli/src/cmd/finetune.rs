@@ -16,7 +16,7 @@ use spark::data::{Dataset, Loader, LoaderConfig, Transform};
 use spark::optim::{optim_params, AdamW, AdamWConfig, Lamb, LambConfig, LrSchedule, NoDecayRules, Optimizer};
 use spark_engine::{PrecisionScope, Rng};
 use spark_nn::Ctx;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -64,8 +64,13 @@ pub struct FinetuneArgs {
     pub warmup_frac: f64,
     #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
     pub drop_path: f64,
+    /// Output folder for the classifier, its metrics and loss curve.
     #[arg(long, default_value = "runs/finetune")]
     pub out: PathBuf,
+    /// Replace the fine-tuning run already in --out. Without it, a folder that holds one
+    /// (classifier.safetensors or metrics.jsonl) is refused.
+    #[arg(long)]
+    pub overwrite: bool,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 }
@@ -126,6 +131,7 @@ fn validate(a: &FinetuneArgs, workers: usize) -> CliResult<()> {
 pub fn run(a: FinetuneArgs, common: CommonOpts) -> CliResult<()> {
     let workers = common.workers.unwrap_or(2);
     validate(&a, workers)?;
+    check_run_folder(&a.out, a.overwrite)?;
     setup_threads(common.threads)?;
     let device = setup_compute_device(common.device.as_deref().unwrap_or("cpu"))?;
     // Held by a scope around each step's forward and backward.
@@ -245,11 +251,38 @@ pub fn run(a: FinetuneArgs, common: CommonOpts) -> CliResult<()> {
     let t0 = Instant::now();
     let mut ctx = Ctx::new(a.seed ^ 0xF1);
     let mut epoch_seen = 0;
-    for batch in loader.stream(0, Some(total)) {
+    let mut done = 0;
+    let mut stream = loader.stream(0, Some(total));
+    crate::interrupt::install();
+    loop {
+        if let Some(sig) = crate::interrupt::requested() {
+            drop(stream);
+            pb.abandon();
+            model.eval();
+            let path = a.out.join("classifier.safetensors");
+            classifier::save(&path, model.as_ref(), &spec, done)?;
+            crate::cmd::pretrain::write_plot_titled(
+                &a.out.join("metrics.jsonl"),
+                &a.out.join("loss.svg"),
+                "fine-tuning loss",
+            )?;
+            let by = crate::interrupt::name(sig);
+            errln!("interrupted at step {done} of {total} ({by}): wrote {}", path.display());
+            errln!("wrote {}", a.out.join("metrics.jsonl").display());
+            errln!("wrote {}", a.out.join("loss.svg").display());
+            return Err(CliError::interrupted(
+                sig,
+                format!("stopped by {by}; the classifier after {done} steps is in {}", path.display()),
+            ));
+        }
+        let Some(batch) = stream.next() else {
+            break;
+        };
         let batch = batch?;
         for (n, why) in &batch.newly_skipped {
             progress::println(&pb, &format!("warning: skipped unreadable image {n}: {why}"));
         }
+        done = batch.step + 1;
         if batch.labels.len() < 2 {
             pb.inc(1);
             continue;
@@ -316,6 +349,22 @@ pub fn run(a: FinetuneArgs, common: CommonOpts) -> CliResult<()> {
     errln!("wrote {}", a.out.join("metrics.jsonl").display());
     errln!("wrote {}", a.out.join("loss.svg").display());
     Ok(())
+}
+
+/// The files that mark a folder as holding a fine-tuning run.
+const RUN_FILES: [&str; 2] = ["classifier.safetensors", "metrics.jsonl"];
+
+/// Refuses to start a run in a folder that already holds one, unless `--overwrite` was given.
+fn check_run_folder(out: &Path, overwrite: bool) -> CliResult<()> {
+    match RUN_FILES.iter().find(|f| out.join(f).exists()) {
+        Some(found) if !overwrite => Err(CliError::usage(format!(
+            "{} already holds a fine-tuning run ({}); refusing to overwrite it",
+            out.display(),
+            out.join(found).display()
+        ))
+        .hint("replace it with --overwrite, or pass another --out")),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
