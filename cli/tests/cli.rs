@@ -46,6 +46,19 @@ fn spark(args: &[&str], cwd: &Path) -> Output {
     Command::new(BIN).args(args).current_dir(cwd).output().expect("run spark")
 }
 
+/// Runs `spark args` in `cwd` and asserts that it fails with `code`, its stderr holding every
+/// needle, with no panic or backtrace; returns the stderr.
+fn fails(cwd: &Path, args: &[&str], code: i32, needles: &[&str]) -> String {
+    let o = spark(args, cwd);
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(o.status.code(), Some(code), "{args:?}: {err}");
+    for n in needles {
+        assert!(err.contains(n), "{args:?}: {err}");
+    }
+    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{args:?}: {err}");
+    err
+}
+
 fn ok(o: &Output) -> String {
     let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert!(o.status.success(), "spark failed ({:?}):\nstdout:\n{out}\nstderr:\n{err}", o.status.code());
@@ -213,14 +226,7 @@ fn config_file_is_merged_under_flags() {
 #[test]
 fn errors_are_one_line_with_a_hint_and_exit_codes_differ() {
     let t = Tmp::new("errors");
-    let check = |args: &[&str], code: i32, needle: &str| {
-        let o = spark(args, &t.0);
-        let err = String::from_utf8_lossy(&o.stderr).to_string();
-        assert_eq!(o.status.code(), Some(code), "{args:?}: {err}");
-        assert!(err.contains(needle), "{args:?}: {err}");
-        assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{err}");
-        err
-    };
+    let check = |args: &[&str], code: i32, needle: &str| fails(&t.0, args, code, &[needle]);
     check(&["pretrain", "--no-such-flag"], 2, "--no-such-flag");
     check(&["pretrain", "--input-size", "50"], 2, "multiple of 32");
     check(&["pretrain", "--backbone", "vgg16"], 2, "unknown backbone");
@@ -396,13 +402,7 @@ fn no_silent_overwrite_of_runs_or_inputs() {
     class_folders(&t.join("data"));
     let read = |p: &str| std::fs::read(t.join(p)).unwrap();
     let check = |args: &[&str], code: i32, needles: &[&str]| {
-        let o = spark(args, &t.0);
-        let err = String::from_utf8_lossy(&o.stderr).to_string();
-        assert_eq!(o.status.code(), Some(code), "{args:?}: {err}");
-        for n in needles {
-            assert!(err.contains(n), "{args:?}: {err}");
-        }
-        assert!(!err.contains("panicked"), "{err}");
+        fails(&t.0, args, code, needles);
     };
     pretrain(&t, "base", "1", &[]);
     let (ck, cfg) = (read("base/last.safetensors"), read("base/config.toml"));
@@ -501,13 +501,8 @@ fn models_and_info_name_speak_mmpretrain() {
 fn numeric_settings_are_checked_against_their_ranges() {
     let t = Tmp::new("ranges");
     let check = |args: &[&str], needles: &[&str]| {
-        let o = spark(args, &t.0);
-        let err = String::from_utf8_lossy(&o.stderr).to_string();
-        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
-        for n in needles {
-            assert!(err.contains(n), "{args:?}: {err}");
-        }
-        assert!(!err.contains("panicked") && !err.contains("integer -1"), "{args:?}: {err}");
+        let err = fails(&t.0, args, 2, needles);
+        assert!(!err.contains("integer -1"), "{args:?}: {err}");
     };
     // Flags, with and without `=` for negative values.
     check(&["pretrain", "--lr=-1"], &["--lr -1", "must be > 0"]);
@@ -643,18 +638,17 @@ fn damaged_checkpoint_keys_are_errors_naming_the_key() {
     cases.push(("v reshaped", reshaped, v_key.clone()));
     for (what, ts, key) in cases {
         write_st(&ck, &ts, &md);
-        let o = spark(&["pretrain", "--resume", "--out", "run", "--steps", "2"], &t.0);
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(1), "{what}: {err}");
-        assert!(err.contains(&key), "{what}: the error should name {key}: {err}");
-        assert!(!err.contains("panicked") && !err.contains("internal error"), "{what}: {err}");
+        let err = fails(&t.0, &["pretrain", "--resume", "--out", "run", "--steps", "2"], 1, &[&key]);
+        assert!(!err.contains("internal error"), "{what}: {err}");
     }
     // A truncated checkpoint: said so, with the path, instead of the parser's error name.
     std::fs::write(&ck, &original[..original.len() / 2]).unwrap();
-    let o = spark(&["pretrain", "--resume", "--out", "run", "--steps", "2"], &t.0);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.contains("run/last.safetensors: the file is truncated or not a safetensors checkpoint"), "{err}");
+    let err = fails(
+        &t.0,
+        &["pretrain", "--resume", "--out", "run", "--steps", "2"],
+        1,
+        &["run/last.safetensors: the file is truncated or not a safetensors checkpoint"],
+    );
     assert!(!err.contains("MetadataIncompleteBuffer") && !err.contains("InvalidOffset"), "{err}");
     std::fs::write(t.join("junk.safetensors"), b"abc").unwrap();
     let o = spark(&["export", "-c", "junk.safetensors", "-o", "enc.safetensors"], &t.0);
@@ -695,13 +689,7 @@ fn finetune_refuses_to_overwrite_a_run() {
     class_folders(&t.join("data"));
     let read = |p: &str| std::fs::read(t.join(p)).unwrap();
     let check = |args: &[&str], code: i32, needles: &[&str]| {
-        let o = spark(args, &t.0);
-        let err = String::from_utf8_lossy(&o.stderr).to_string();
-        assert_eq!(o.status.code(), Some(code), "{args:?}: {err}");
-        for n in needles {
-            assert!(err.contains(n), "{args:?}: {err}");
-        }
-        assert!(!err.contains("panicked"), "{err}");
+        fails(&t.0, args, code, needles);
     };
     ok(&spark(&finetune_args("ft", "1"), &t.0));
     let (cl, me) = (read("ft/classifier.safetensors"), read("ft/metrics.jsonl"));
