@@ -4,10 +4,10 @@
 
 use super::compile::NORM;
 use super::launch::{self, int, launch};
-use super::tensor::{address, compact, device_of, from_f32};
+use super::tensor::{address, compact, device_of, f32_only, from_f32};
 use crate::autograd::Op;
 use crate::layout::numel;
-use crate::{DType, Error, Result, Tensor};
+use crate::{Error, Result, Tensor};
 use cudarc::driver::LaunchConfig;
 
 /// Column kernels: a block covers 32 channels.
@@ -18,13 +18,6 @@ fn columns(c: usize) -> LaunchConfig {
 /// Warp-per-row kernels: 8 rows per block of 256.
 fn warp_rows(r: usize) -> LaunchConfig {
     launch::per_row(r.div_ceil(8))
-}
-
-fn f32_input(x: &Tensor, op: &'static str) -> Result<Tensor> {
-    if x.dtype() != DType::F32 {
-        return Err(Error::UnsupportedDType { op, dtype: x.dtype() });
-    }
-    compact(x)
 }
 
 /// Compact copies of optional parameters (their addresses are taken for the kernels).
@@ -63,7 +56,8 @@ pub(crate) fn batch_norm(
     eps: f64,
 ) -> Result<Tensor> {
     const OP: &str = "batch_norm";
-    let xc = f32_input(x, OP)?;
+    f32_only(x, OP)?;
+    let xc = compact(x)?;
     let dev = device_of(x)?;
     let (n, c, s) = (x.dims()[0], x.dims()[1], numel(&x.dims()[2..]));
     let (ni, ci, si) = (int(n, OP)?, int(c, OP)?, int(s, OP)?);
@@ -241,7 +235,8 @@ pub(crate) fn layer_norm(
     eps: f64,
 ) -> Result<Tensor> {
     let op_name = if channels_first { "layer_norm_channels_first" } else { "layer_norm" };
-    let xc = f32_input(x, op_name)?;
+    f32_only(x, op_name)?;
+    let xc = compact(x)?;
     let dev = device_of(x)?;
     let (r, c, s) = ln_dims(x, channels_first, k);
     let (ri, ci, si) = (int(r, op_name)?, int(c, op_name)?, int(s, op_name)?);

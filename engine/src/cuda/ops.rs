@@ -4,19 +4,12 @@
 
 use super::elementwise::{Bcast, Binary, Unary, MAX_DIMS};
 use super::launch::int;
-use super::tensor::{device_of, from_f32, with_f32};
+use super::tensor::{device_of, f32_only, from_f32, with_f32};
 use super::GemmShape;
 use crate::cpu::conv::ConvGeom;
 use crate::layout::Layout;
-use crate::{DType, Error, Result, Tensor};
+use crate::{Error, Result, Tensor};
 use cudarc::driver::CudaSlice;
-
-fn f32_only(t: &Tensor, op: &'static str) -> Result<()> {
-    if t.dtype() != DType::F32 {
-        return Err(Error::UnsupportedDType { op, dtype: t.dtype() });
-    }
-    Ok(())
-}
 
 /// `a op b` over the broadcast `shape`, reading both operands through their expanded layouts
 /// (`dims`, `sa`, `sb`: the merged walk of `ops::binary::coalesce`).

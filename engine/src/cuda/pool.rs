@@ -5,10 +5,10 @@
 
 use super::compile::POOL;
 use super::launch::{self, int, launch};
-use super::tensor::{device_of, from_f32, with_f32};
+use super::tensor::{device_of, f32_only, from_f32, with_f32};
 use super::CudaDevice;
 use crate::autograd::Op;
-use crate::{DType, Error, Result, Tensor};
+use crate::{Result, Tensor};
 use cudarc::driver::CudaSlice;
 
 /// Geometry of a sliding 2-D pool: input `[n, c, h, w]`, output `[n, c, out[0], out[1]]`;
@@ -189,13 +189,6 @@ impl CudaDevice {
 }
 
 // ------------------------------------------------------------------------------ tensor ops
-
-fn f32_only(t: &Tensor, op: &'static str) -> Result<()> {
-    if t.dtype() != DType::F32 {
-        return Err(Error::UnsupportedDType { op, dtype: t.dtype() });
-    }
-    Ok(())
-}
 
 /// Max pooling of the CUDA tensor `x` (shape and geometry checked by `Tensor::max_pool2d`).
 pub(crate) fn max_pool2d(x: &Tensor, g: Pool2d) -> Result<Tensor> {

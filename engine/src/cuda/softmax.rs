@@ -92,16 +92,9 @@ impl CudaDevice {
 
 // ------------------------------------------------------------------ tensor ops
 
-use super::tensor::{device_of, from_f32, with_f32};
+use super::tensor::{device_of, f32_only, from_f32, with_f32};
 use crate::autograd::Op;
-use crate::{DType, Error, Tensor};
-
-fn f32_only(x: &Tensor, op: &'static str) -> Result<()> {
-    if x.dtype() != DType::F32 {
-        return Err(Error::UnsupportedDType { op, dtype: x.dtype() });
-    }
-    Ok(())
-}
+use crate::Tensor;
 
 struct SoftmaxRowsOp {
     log: bool,

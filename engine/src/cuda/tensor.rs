@@ -13,6 +13,14 @@ use crate::{DType, Device, Error, Result, Tensor};
 use cudarc::driver::CudaSlice;
 use std::sync::Arc;
 
+/// The CUDA kernels compute in f32: any other dtype is `UnsupportedDType` naming `op`.
+pub(crate) fn f32_only(t: &Tensor, op: &'static str) -> Result<()> {
+    if t.dtype() != DType::F32 {
+        return Err(Error::UnsupportedDType { op, dtype: t.dtype() });
+    }
+    Ok(())
+}
+
 /// The device of a CUDA tensor.
 pub(crate) fn device_of(t: &Tensor) -> Result<Arc<CudaDevice>> {
     match t.device() {

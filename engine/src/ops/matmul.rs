@@ -12,20 +12,18 @@ impl Op for MatmulOp {
     }
     fn backward(&self, inputs: &[Tensor], _: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let (a, b) = (&inputs[0], &inputs[1]);
-        if !a.device().is_cpu() && b.rank() == 2 && a.rank() > 2 {
-            // A weight shared across the batch: its gradient is one product over all rows.
-            let (k, n) = (b.dims()[0], b.dims()[1]);
-            let ga = if a.requires_grad() { Some(g.matmul(&b.t()?)?.sum_to(a.dims())?) } else { None };
-            let gb = if b.requires_grad() {
-                let rows = a.detach().contiguous()?.reshape(&[a.numel() / k, k])?;
-                Some(rows.t()?.matmul(&g.contiguous()?.reshape(&[g.numel() / n, n])?)?)
-            } else {
-                None
-            };
-            return Ok(vec![ga, gb]);
-        }
         let ga = if a.requires_grad() { Some(g.matmul(&b.t()?)?.sum_to(a.dims())?) } else { None };
-        let gb = if b.requires_grad() { Some(a.t()?.matmul(g)?.sum_to(b.dims())?) } else { None };
+        let gb = if !b.requires_grad() {
+            None
+        } else if !a.device().is_cpu() && b.rank() == 2 && a.rank() > 2 {
+            // On CUDA, a weight shared across the batch gets its gradient as one product over all
+            // rows instead of one per matrix summed afterwards.
+            let (k, n) = (b.dims()[0], b.dims()[1]);
+            let rows = a.detach().contiguous()?.reshape(&[a.numel() / k, k])?;
+            Some(rows.t()?.matmul(&g.contiguous()?.reshape(&[g.numel() / n, n])?)?)
+        } else {
+            Some(a.t()?.matmul(g)?.sum_to(b.dims())?)
+        };
         Ok(vec![ga, gb])
     }
 }
