@@ -69,11 +69,12 @@ pub fn no_device(command: &str, common: &CommonOpts) -> CliResult<()> {
 /// The device of a command whose loop does not run on CUDA yet (`pretrain`: the sparse encoder
 /// has no CUDA kernels; `extract`, `reconstruct`, `bench`): the CPU, or a clear error for a GPU.
 pub fn setup_device(spec: &str) -> CliResult<Device> {
+    // `auto` means the CPU here: no need to open a GPU (a CUDA context costs start-up time).
+    if spec.trim() == "auto" {
+        return Ok(Device::Cpu);
+    }
     let dev = setup_compute_device(spec)?;
     if !dev.is_cpu() {
-        if spec.trim() == "auto" {
-            return Ok(Device::Cpu);
-        }
         return Err(CliError::runtime(format!(
             "device {dev} works, but this command does not run on CUDA yet (its sparse convolutions have no CUDA kernels)"
         ))

@@ -414,7 +414,12 @@ pub fn run(a: PretrainArgs, common: crate::common::CommonOpts) -> CliResult<()> 
     let cfg = resolve(&a, &common, resumed_cfg.as_deref())?;
     cfg.validate()?;
     setup_threads(common.threads)?;
-    let device = setup_compute_device(&cfg.device)?;
+    // The sparse encoder runs on the CPU only, so `auto` picks the CPU for it.
+    let device = if cfg.encoder == "sparse" && cfg.device.trim() == "auto" {
+        spark_engine::Device::Cpu
+    } else {
+        setup_compute_device(&cfg.device)?
+    };
     if !device.is_cpu() && cfg.encoder == "sparse" {
         return Err(CliError::runtime(format!(
             "the sparse encoder does not run on {device} yet (its sparse convolutions have no CUDA kernels)"
