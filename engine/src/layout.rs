@@ -50,6 +50,11 @@ impl Layout {
         true
     }
 
+    /// Contiguous and starting at the storage's first element: the view reads `storage[..numel]`.
+    pub fn is_compact(&self) -> bool {
+        self.is_contiguous() && self.offset == 0
+    }
+
     /// Storage offsets of every element in row-major order of the view.
     pub fn offsets(&self) -> StridedOffsets<'_> {
         StridedOffsets::new(self)

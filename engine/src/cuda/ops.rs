@@ -32,7 +32,7 @@ pub(crate) fn binary(
         Some(g) => g.cuda(name)?.as_f32(name)?,
         None => ba,
     };
-    let plain = |l: &Layout| l.is_contiguous() && l.offset == 0 && l.shape == shape;
+    let plain = |l: &Layout| l.is_compact() && l.shape == shape;
     let y = if plain(la) && plain(lb) {
         dev.binary(op, ba, bb, n)?
     } else {

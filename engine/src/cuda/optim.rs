@@ -168,8 +168,7 @@ pub fn fused_adam_update(
             )));
         }
     }
-    let whole = |t: &crate::Tensor| t.layout().is_contiguous() && t.layout().offset == 0;
-    if !whole(p) || !whole(m) || !whole(v) {
+    if ![p, m, v].iter().all(|t| t.layout().is_compact()) {
         return Err(Error::Msg(format!("{OP}: parameter and moments must be whole contiguous tensors")));
     }
     let dev = super::tensor::device_of(p)?;

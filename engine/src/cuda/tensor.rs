@@ -47,7 +47,7 @@ pub(crate) fn with_f32<R>(
     let storage = guard.cuda(op)?;
     let buf = storage.as_f32(op)?;
     let l = t.layout();
-    if l.is_contiguous() && l.offset == 0 {
+    if l.is_compact() {
         return f(&dev, buf);
     }
     let compact = dev.strided_copy(buf, strided(l, op)?, l.numel())?;
@@ -57,7 +57,7 @@ pub(crate) fn with_f32<R>(
 /// `t` as a whole row-major f32 buffer from index 0 (itself when it already is one).
 pub(crate) fn compact(t: &Tensor) -> Result<Tensor> {
     let l = t.layout();
-    if l.is_contiguous() && l.offset == 0 {
+    if l.is_compact() {
         return Ok(t.clone());
     }
     contiguous(t)
@@ -69,7 +69,7 @@ pub(crate) fn compact(t: &Tensor) -> Result<Tensor> {
 pub(crate) fn address(t: Option<&Tensor>, op: &'static str) -> Result<u64> {
     let Some(t) = t else { return Ok(0) };
     let l = t.layout();
-    if !(l.is_contiguous() && l.offset == 0) {
+    if !l.is_compact() {
         return Err(Error::Msg(format!("{op}: internal: address of a strided view (compact it first)")));
     }
     let dev = device_of(t)?;
@@ -87,7 +87,7 @@ pub(crate) fn copy_into(dst: &Tensor, src: &Tensor) -> Result<()> {
     let n = dst.numel();
     let src = compact(src)?;
     let dev = device_of(dst)?;
-    if !(l.is_contiguous() && l.offset == 0) {
+    if !l.is_compact() {
         return Err(Error::Msg(format!("{OP}: tensor of shape {:?} is a view, not a whole storage", l.shape)));
     }
     if src.same_storage(dst) {
@@ -185,8 +185,7 @@ fn download(t: &Tensor) -> Result<Tensor> {
         let dev = device_of(t)?;
         let guard = t.storage();
         let CudaData::BF16(buf) = &guard.cuda("to_device")?.data else { unreachable!("dtype is bf16") };
-        let l = t.layout();
-        if !(l.is_contiguous() && l.offset == 0) {
+        if !t.layout().is_compact() {
             return Err(Error::Msg(
                 "to_device: strided bf16 views on CUDA are not supported; cast to f32 first".into(),
             ));
@@ -211,8 +210,7 @@ pub(crate) fn cast(t: &Tensor, dtype: DType) -> Result<Tensor> {
         (DType::BF16, DType::F32) => {
             let guard = t.storage();
             let CudaData::BF16(buf) = &guard.cuda("to_dtype")?.data else { unreachable!("dtype is bf16") };
-            let l = t.layout();
-            if !(l.is_contiguous() && l.offset == 0) {
+            if !t.layout().is_compact() {
                 return Err(Error::Msg("to_dtype: strided bf16 views on CUDA are not supported".into()));
             }
             CudaData::F32(dev.cast_to_f32(buf, n)?)
