@@ -60,16 +60,10 @@ impl Layout {
         StridedOffsets::new(self)
     }
 
-    /// Copies the viewed elements of `src` into a row-major vector. Dims that the view walks
-    /// contiguously are merged first, so the inner loop copies (stride 1) or fills (stride 0,
-    /// broadcast) whole runs instead of computing an offset per element.
-    pub fn gather<T: Copy>(&self, src: &[T]) -> Vec<T> {
-        let n = self.numel();
-        let mut out = Vec::with_capacity(n);
-        if n == 0 {
-            return out;
-        }
-        // Merge dim d into the previous (outer) one when the previous stride spans it exactly.
+    /// The same walk over fewer dims: size-1 dims dropped, and each dim merged into the previous
+    /// (outer) one when the previous stride spans it exactly. Returns (shape, strides); empty for
+    /// a single element.
+    pub fn merged_dims(&self) -> (Vec<usize>, Vec<usize>) {
         let (mut shape, mut strides): (Vec<usize>, Vec<usize>) = (vec![], vec![]);
         for d in 0..self.rank() {
             if self.shape[d] == 1 {
@@ -86,6 +80,19 @@ impl Layout {
             shape.push(self.shape[d]);
             strides.push(self.strides[d]);
         }
+        (shape, strides)
+    }
+
+    /// Copies the viewed elements of `src` into a row-major vector. Dims that the view walks
+    /// contiguously are merged first, so the inner loop copies (stride 1) or fills (stride 0,
+    /// broadcast) whole runs instead of computing an offset per element.
+    pub fn gather<T: Copy>(&self, src: &[T]) -> Vec<T> {
+        let n = self.numel();
+        let mut out = Vec::with_capacity(n);
+        if n == 0 {
+            return out;
+        }
+        let (shape, strides) = self.merged_dims();
         if shape.is_empty() {
             out.push(src[self.offset]);
             return out;

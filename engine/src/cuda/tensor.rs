@@ -115,22 +115,7 @@ pub(crate) fn contiguous(t: &Tensor) -> Result<Tensor> {
 /// The view `l` as the strided-copy kernel's argument: size-1 dims dropped, dims that continue
 /// each other merged, at most `MAX_DIMS` left.
 pub(crate) fn strided(l: &Layout, op: &'static str) -> Result<Strided> {
-    let mut dims: Vec<usize> = vec![];
-    let mut st: Vec<usize> = vec![];
-    for (&d, &s) in l.shape.iter().zip(&l.strides) {
-        if d == 1 {
-            continue;
-        }
-        if let (Some(pd), Some(&ps)) = (dims.last_mut(), st.last()) {
-            if ps == s * d {
-                *pd *= d;
-                *st.last_mut().expect("pushed with dims") = s;
-                continue;
-            }
-        }
-        dims.push(d);
-        st.push(s);
-    }
+    let (dims, st) = l.merged_dims();
     if dims.len() > MAX_DIMS {
         return Err(Error::Msg(format!(
             "{op}: a strided view of {} dims is beyond the CUDA kernels' {MAX_DIMS}",
