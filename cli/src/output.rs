@@ -59,16 +59,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> CliResult<()> {
     })
 }
 
-/// Runs a save of the `spark` library (`st_io::save`, `Trainer::save_checkpoint`), which writes
-/// `path.with_extension("safetensors.tmp")` and renames it; on failure the `.tmp` is removed,
-/// so a full disk does not stay full.
-pub fn spark_save<T>(path: &Path, save: impl FnOnce() -> spark_engine::Result<T>) -> CliResult<T> {
-    save().map_err(|e| {
-        let _ = std::fs::remove_file(path.with_extension("safetensors.tmp"));
-        CliError::runtime(e.to_string())
-    })
-}
-
 /// True when `a` and `b` name the same file (the same path, or on Unix the same inode, which
 /// also catches symlinks, `./x` vs `x` and hard links).
 pub fn same_file(a: &Path, b: &Path) -> bool {

@@ -37,7 +37,8 @@ fn tensor_bytes(name: &str, t: &Tensor) -> Result<(StDtype, Vec<u8>)> {
     }
 }
 
-/// Writes the module's `state_dict` to `path` (atomically: a temporary file, then rename).
+/// Writes the module's `state_dict` to `path` (atomically: a temporary file, then rename; a
+/// failure removes the temporary file).
 pub fn save_safetensors(module: &dyn Module, path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
     let mut entries = Vec::new();
@@ -52,8 +53,13 @@ pub fn save_safetensors(module: &dyn Module, path: impl AsRef<Path>) -> Result<(
         })
         .collect::<Result<_>>()?;
     let tmp = path.with_extension("safetensors.tmp");
-    safetensors::serialize_to_file(views, &None, &tmp).map_err(|e| st_err(path, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| st_err(path, e))
+    let written = safetensors::serialize_to_file(views, &None, &tmp)
+        .map_err(|e| st_err(path, e))
+        .and_then(|_| std::fs::rename(&tmp, path).map_err(|e| st_err(path, e)));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// A key whose stored shape does not fit the module.

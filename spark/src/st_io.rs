@@ -10,7 +10,8 @@ fn io_err(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
 }
 
 /// Writes `tensors` (f32 / f64; stored in their own dtype) with string `metadata` to `path`
-/// through `path.tmp` and a rename, so a crash never leaves a half-written file.
+/// through `path.tmp` and a rename, so a crash never leaves a half-written file; a failed write
+/// or rename removes the `.tmp` (a full disk does not stay full).
 pub fn save(path: &Path, tensors: &[(String, Tensor)], metadata: HashMap<String, String>) -> Result<()> {
     let mut bufs: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {
@@ -33,9 +34,13 @@ pub fn save(path: &Path, tensors: &[(String, Tensor)], metadata: HashMap<String,
         }
     }
     let tmp = path.with_extension("safetensors.tmp");
-    std::fs::write(&tmp, &bytes).map_err(|e| io_err(&tmp, "write", e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io_err(path, "rename into place", e))?;
-    Ok(())
+    let written = std::fs::write(&tmp, &bytes)
+        .map_err(|e| io_err(&tmp, "write", e))
+        .and_then(|_| std::fs::rename(&tmp, path).map_err(|e| io_err(path, "rename into place", e)));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// Named tensors (sorted by name) and metadata of a safetensors file. f32/f64 keep their dtype;
@@ -77,4 +82,22 @@ pub fn load(path: &Path) -> Result<(Vec<(String, Tensor)>, HashMap<String, Strin
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok((out, metadata))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_save_leaves_no_temporary_file() {
+        // The target is a non-empty folder: the write succeeds, the rename into place fails.
+        let dir = std::env::temp_dir().join(format!("spark_st_io_{}", std::process::id()));
+        let target = dir.join("out.safetensors");
+        std::fs::create_dir_all(target.join("inside")).unwrap();
+        let t = Tensor::from_vec(vec![1.0f32, 2.0], &[2]).unwrap();
+        let e = save(&target, &[("w".into(), t)], HashMap::new()).unwrap_err().to_string();
+        assert!(e.contains("rename into place"), "{e}");
+        assert!(!target.with_extension("safetensors.tmp").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

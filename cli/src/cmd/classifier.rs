@@ -38,7 +38,7 @@ pub fn save(path: &Path, model: &dyn Backbone, spec: &ModelSpec, step: usize) ->
     meta.insert("format".into(), FORMAT.to_string());
     meta.insert("model".into(), serde_json::to_string(spec).unwrap_or_default());
     meta.insert("step".into(), step.to_string());
-    crate::output::spark_save(path, || spark::st_io::save(path, &tensors, meta))?;
+    spark::st_io::save(path, &tensors, meta)?;
     Ok(())
 }
 

@@ -5,7 +5,7 @@
 use super::classifier;
 use crate::common::{setup_device, setup_precision, setup_threads, CommonOpts};
 use crate::error::{CliError, CliResult};
-use crate::output::{ensure_not_input, spark_save};
+use crate::output::ensure_not_input;
 use crate::progress;
 use clap::Args;
 use spark::data::{Dataset, Loader, LoaderConfig, Sample, SampleSource, Transform};
@@ -101,7 +101,7 @@ pub fn run(a: ExtractArgs, common: CommonOpts) -> CliResult<()> {
     let mut meta = HashMap::new();
     meta.insert("images".into(), serde_json::to_string(&names).unwrap_or_default());
     meta.insert("model".into(), serde_json::to_string(&spec).unwrap_or_default());
-    spark_save(&a.out, || spark::st_io::save(&a.out, &tensors, meta))?;
+    spark::st_io::save(&a.out, &tensors, meta)?;
     outln!("wrote {} ({} images)", a.out.display(), names.len());
     Ok(())
 }

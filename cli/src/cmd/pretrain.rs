@@ -11,7 +11,7 @@ use crate::common::{
 use crate::config::{self, Flags};
 use crate::error::{CliError, CliResult, Context};
 use crate::metrics::{read_records, MetricsLog, Record};
-use crate::output::{same_file, spark_save, write_atomic};
+use crate::output::{same_file, write_atomic};
 use crate::plot::loss_curve_svg;
 use crate::progress;
 use clap::Args;
@@ -533,7 +533,7 @@ pub fn run(a: PretrainArgs, common: crate::common::CommonOpts) -> CliResult<()> 
         if let Some(sig) = crate::interrupt::requested() {
             drop(stream);
             pb.abandon();
-            spark_save(&ckpt_path, || trainer.save_checkpoint(&ckpt_path))?;
+            trainer.save_checkpoint(&ckpt_path)?;
             write_plot(&metrics_path, &out.join("loss.svg"), &trainer.model.config)?;
             let by = crate::interrupt::name(sig);
             errln!("interrupted at step {} of {total} ({by}): wrote {}", trainer.step, ckpt_path.display());
@@ -585,12 +585,12 @@ pub fn run(a: PretrainArgs, common: crate::common::CommonOpts) -> CliResult<()> 
             );
         }
         if cfg.save_every > 0 && m.step % cfg.save_every == 0 && m.step < end {
-            spark_save(&ckpt_path, || trainer.save_checkpoint(&ckpt_path))?;
+            trainer.save_checkpoint(&ckpt_path)?;
         }
     }
     drop(stream);
     pb.finish_and_clear();
-    spark_save(&ckpt_path, || trainer.save_checkpoint(&ckpt_path))?;
+    trainer.save_checkpoint(&ckpt_path)?;
     let (skipped, distinct) = (loader.skips().count(), loader.skips().distinct().len());
     if end < total {
         errln!(
