@@ -198,11 +198,6 @@ extern "C" __global__ void strided_copy_f32(const float* x, float* y, int n, Str
 }
 
 // ---------------------------------------------------------------------------------------------
-// add_inplace_f32(y, x, n): y[i] += x[i] (gradient accumulation), both [n].
-extern "C" __global__ void add_inplace_f32(float* y, const float* x, int n) {
-    FOR_EACH(i, n) y[i] = y[i] + x[i];
-}
-
 // axpy_f32(y, x, a, n): y[i] += a * x[i] (product rounded first, no FMA), both [n].
 extern "C" __global__ void axpy_f32(float* y, const float* x, float a, int n) {
     FOR_EACH(i, n) y[i] = y[i] + __fmul_rn(a, x[i]);
