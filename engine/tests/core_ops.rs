@@ -151,6 +151,17 @@ fn matmul_values_and_gradients() {
     // transposed (non-contiguous) operand
     let bt = randn(&[4, 5], 12);
     gradcheck(|t| t[0].matmul(&t[1].t()?), &[a, bt], GradCheck::default()).unwrap();
+    // A channels-last view of an NCHW map times a weight (ConvNeXt's pointwise `Linear`): the
+    // batch dims are folded into the GEMM's rows; values equal the per-matrix products.
+    let x = randn(&[2, 5, 3, 2], 13);
+    let w = randn(&[5, 4], 14);
+    let y = x.permute(&[0, 2, 3, 1]).unwrap().matmul(&w).unwrap();
+    assert_eq!(y.dims(), &[2, 3, 2, 4]);
+    let (vx, vw, vy) = (x.to_vec::<f64>().unwrap(), w.to_vec::<f64>().unwrap(), y.to_vec::<f64>().unwrap());
+    // y[1, 2, 0, 3] = sum_c x[1, c, 2, 0] * w[c, 3]
+    let want: f64 = (0..5).map(|c| vx[30 + c * 6 + 2 * 2] * vw[c * 4 + 3]).sum();
+    assert!((vy[24 + 2 * 8 + 3] - want).abs() < 1e-12);
+    gradcheck(|t| t[0].permute(&[0, 2, 3, 1])?.matmul(&t[1]), &[x, w], GradCheck::default()).unwrap();
 }
 
 #[test]

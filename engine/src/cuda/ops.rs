@@ -102,14 +102,6 @@ pub(crate) fn sum_of_squares(x: &Tensor) -> Result<f64> {
 pub(crate) fn matmul(a: &Tensor, b: &Tensor, batch: &[usize], m: usize, k: usize, n: usize) -> Result<Tensor> {
     f32_only(a, "matmul")?;
     let nb: usize = batch.iter().product();
-    if nb > 1 && b.rank() == 2 {
-        // A weight shared by every matrix of the batch (`Linear` on `[N, H, W, C]`): one GEMM
-        // with the batch folded into the rows, instead of the weight copied per matrix.
-        let rows = a.detach().expand(&[batch, &[m, k]].concat())?.contiguous()?.reshape(&[nb * m, k])?;
-        let mut shape = batch.to_vec();
-        shape.extend([m, n]);
-        return matmul(&rows, b, &[], nb * m, k, n)?.reshape(&shape);
-    }
     // A matrix stored transposed (a `.t()` view) is read with the GEMM's transpose flag
     // instead of being copied.
     let operand = |t: &Tensor, rows: usize, cols: usize| -> Result<(Tensor, bool)> {
