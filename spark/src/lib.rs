@@ -8,6 +8,7 @@ pub mod loss;
 pub mod mask;
 pub mod model;
 pub mod optim;
+pub mod probe;
 pub mod recon;
 pub mod st_io;
 pub mod train;

@@ -13,6 +13,7 @@ mod idx;
 mod image_io;
 mod loader;
 mod resample;
+mod subset;
 mod transform;
 
 pub use builtin::{builtin_dataset, BuiltinSplit, BUILTIN_PHOTOS};
