@@ -754,3 +754,201 @@ fn finetune_sigterm_saves_the_classifier() {
     let o = ok(&spark(&["eval", "-c", "ft/classifier.safetensors", "--data", "data"], &t.0));
     assert!(o.contains("top-1:") && o.contains("(18 images)"), "{o}");
 }
+
+/// Spawns `spark pretrain` into `out` with `extra` flags, stdout and stderr piped.
+#[cfg(unix)]
+fn spawn_pretrain_with(t: &Tmp, out: &str, steps: &str, extra: &[&str]) -> std::process::Child {
+    let data = t.join("data");
+    let mut args = vec!["pretrain", "--data", data.to_str().unwrap(), "--out", out, "--steps", steps];
+    args.extend_from_slice(TINY);
+    args.extend_from_slice(extra);
+    Command::new(BIN)
+        .args(&args)
+        .current_dir(&t.0)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until `metrics` holds at least `n` lines (a run has started training).
+fn wait_for_lines(metrics: &Path, n: usize) {
+    for _ in 0..1200 {
+        if std::fs::read_to_string(metrics).map(|s| s.lines().count() >= n).unwrap_or(false) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("{} never reached {n} lines", metrics.display());
+}
+
+/// Two runs on one `--out`: the second fails at once with an error naming the folder, writes
+/// nothing, and the first goes on. The lock dies with its process, even on `kill -9`.
+#[cfg(unix)]
+#[test]
+fn a_run_folder_is_locked_while_a_run_uses_it() {
+    let t = Tmp::new("lock");
+    class_folders(&t.join("data"));
+    let mut first = spawn_pretrain_with(&t, "cc", "100000", &["--save-every", "2"]);
+    let metrics = t.join("cc/metrics.jsonl");
+    wait_for_lines(&metrics, 2);
+    let data = t.join("data");
+    let data = data.to_str().unwrap();
+    // spark pretrain --out cc --overwrite / --resume while the first run is in it.
+    let mut second = vec!["pretrain", "--data", data, "--out", "cc", "--steps", "100000", "--overwrite"];
+    second.extend_from_slice(TINY);
+    let cfg = std::fs::read(t.join("cc/config.toml")).unwrap();
+    fails(&t.0, &second, 1, &["cc is in use by another run", "cc/.lock", "another `spark` process"]);
+    // --resume needs the first run's checkpoint (written every 2 steps) to get as far as the lock.
+    wait_for_lines(&metrics, 4);
+    while !t.join("cc/last.safetensors").exists() {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    fails(&t.0, &["pretrain", "--resume", "--out", "cc", "--steps", "100000"], 1, &["cc is in use by another run"]);
+    assert_eq!(std::fs::read(t.join("cc/config.toml")).unwrap(), cfg, "the refused run wrote config.toml");
+    // The first run kept going: its log grows and holds one row per step.
+    let n = std::fs::read_to_string(&metrics).unwrap().lines().count();
+    wait_for_lines(&metrics, n + 2);
+    // kill -9: the OS drops the lock, so the folder can be used again at once.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let steps: Vec<u64> = losses(&metrics).iter().map(|x| x.0).collect();
+    assert_eq!(steps, (0..steps.len() as u64).collect::<Vec<_>>(), "two runs wrote into one log");
+    second[6] = "2";
+    let log = ok(&spark(&second, &t.0));
+    assert!(log.contains("steps 0..2"), "{log}");
+}
+
+/// `--stop-at 10` then `--resume`: the first 10 rows of metrics.jsonl are kept byte for byte.
+#[test]
+fn resume_appends_to_the_metrics_log_without_rewriting_it() {
+    let t = Tmp::new("append");
+    class_folders(&t.join("data"));
+    pretrain(&t, "run", "12", &["--stop-at", "10"]);
+    let path = t.join("run/metrics.jsonl");
+    let before = std::fs::read(&path).unwrap();
+    assert_eq!(before.iter().filter(|&&b| b == b'\n').count(), 10);
+    ok(&spark(&["pretrain", "--resume", "--out", "run", "--steps", "12"], &t.0));
+    let after = std::fs::read(&path).unwrap();
+    assert!(after.starts_with(&before), "rows 0-9 were rewritten on resume");
+    assert_eq!(losses(&path).iter().map(|x| x.0).collect::<Vec<_>>(), (0..12).collect::<Vec<_>>());
+}
+
+/// A zero-byte `.jpg` among readable images at `--batch-size 2`: the batches it falls in are
+/// refilled from other images, so the run neither stops nor loses its bit-exact resume.
+#[test]
+fn an_unreadable_image_does_not_stop_a_batch_of_two() {
+    let t = Tmp::new("badimg");
+    class_folders(&t.join("data"));
+    std::fs::write(t.join("data/apple/empty.jpg"), b"").unwrap();
+    // TINY at --batch-size 2 (TINY's own 4 replaced: clap takes a flag once).
+    let data = t.join("data");
+    let run = |out: &str, extra: &[&str]| {
+        let mut args = vec!["pretrain", "--data", data.to_str().unwrap(), "--out", out, "--steps", "12"];
+        args.extend(TINY.iter().map(|&a| if a == "4" { "2" } else { a }));
+        args.extend_from_slice(extra);
+        ok(&spark(&args, &t.0))
+    };
+    // 19 images at batch 2: 10 steps are an epoch, so the empty file is met.
+    let log = run("full", &[]);
+    assert!(log.contains("skipped unreadable image") && log.contains("empty.jpg"), "{log}");
+    assert!(log.contains("at batch 2"), "{log}");
+    run("split", &["--stop-at", "6"]);
+    ok(&spark(&["pretrain", "--resume", "--out", "split", "--steps", "12"], &t.0));
+    let (full, split) = (losses(&t.join("full/metrics.jsonl")), losses(&t.join("split/metrics.jsonl")));
+    assert_eq!(full.len(), 12);
+    assert_eq!(full, split, "the resumed run saw other batches");
+}
+
+/// `self -> .` and `up -> ..` in `--data`: skipped and counted; every image counts once.
+#[cfg(unix)]
+#[test]
+fn symlink_loops_in_data_folders_are_skipped() {
+    use std::os::unix::fs::symlink;
+    let t = Tmp::new("symlinks");
+    class_folders(&t.join("data"));
+    symlink(".", t.join("data/self")).unwrap();
+    symlink("..", t.join("data/apple/up")).unwrap();
+    let log = pretrain(&t, "run", "1", &[]);
+    assert!(log.contains("18 images, 3 classes"), "{log}");
+    assert!(log.contains("skipped 2 symbolic link(s)"), "{log}");
+}
+
+/// The bytes of an IDX u8 file with `dims` and `data`.
+fn idx_file(dims: &[u32], data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0, 0, 0x08, dims.len() as u8];
+    for d in dims {
+        out.extend_from_slice(&d.to_be_bytes());
+    }
+    out.extend_from_slice(data);
+    out
+}
+
+/// An IDX file with no images, or with images of 0x0 pixels, is refused naming the file.
+#[test]
+fn idx_files_without_images_are_refused() {
+    let t = Tmp::new("idx0");
+    std::fs::write(t.join("none-images-idx3-ubyte"), idx_file(&[0, 28, 28], &[])).unwrap();
+    std::fs::write(t.join("zero-images-idx3-ubyte"), idx_file(&[4, 0, 0], &[])).unwrap();
+    for f in ["none-images-idx3-ubyte", "zero-images-idx3-ubyte"] {
+        fails(&t.0, &["pretrain", "--data", f, "--out", "run"], 1, &[f, "nothing to train on"]);
+    }
+    assert!(!t.join("run").exists());
+}
+
+/// A checkpoint whose metadata holds an impossible model (input_size 1000000, 0 or 50) is an
+/// error naming the file and the key in `reconstruct`, `extract` and `pretrain --resume`.
+#[test]
+fn checkpoint_metadata_is_checked_like_flags() {
+    let t = Tmp::new("badmeta");
+    class_folders(&t.join("data"));
+    pretrain(&t, "run", "1", &[]);
+    ok(&spark(&["export", "-c", "run/last.safetensors", "-o", "enc.safetensors"], &t.0));
+    let forge = |src: &str, dst: &str, key: &str, edit: &dyn Fn(&mut serde_json::Value)| {
+        let bytes = std::fs::read(t.join(src)).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        let mut md = meta.metadata().clone().unwrap();
+        let mut v: serde_json::Value = serde_json::from_str(&md[key]).unwrap();
+        edit(&mut v);
+        md.insert(key.to_string(), v.to_string());
+        let tensors: Vec<_> =
+            st.tensors().into_iter().map(|(n, v)| (n, v.dtype(), v.shape().to_vec(), v.data().to_vec())).collect();
+        write_st(&t.join(dst), &tensors, &md);
+    };
+    for size in [1_000_000u64, 0, 50] {
+        forge("run/last.safetensors", "bad.safetensors", "config", &|v| v["model"]["input_size"] = size.into());
+        forge("enc.safetensors", "bad-enc.safetensors", "model", &|v| v["input_size"] = size.into());
+        let needles = ["bad.safetensors: metadata `input_size", "out of range"];
+        fails(&t.0, &["reconstruct", "-c", "bad.safetensors", "--data", "data", "-o", "r.png"], 1, &needles);
+        fails(&t.0, &["extract", "-c", "bad.safetensors", "--data", "data", "-o", "f.safetensors"], 1, &needles);
+        let needles = ["bad-enc.safetensors: metadata `input_size", "out of range"];
+        fails(&t.0, &["extract", "-c", "bad-enc.safetensors", "--data", "data", "-o", "f.safetensors"], 1, &needles);
+    }
+    // Resuming a run whose checkpoint says input_size 1000000.
+    forge("bad.safetensors", "run/last.safetensors", "config", &|v| v["model"]["input_size"] = 1_000_000u64.into());
+    let needles = ["run/last.safetensors: metadata `input_size", "1000000"];
+    fails(&t.0, &["pretrain", "--resume", "--out", "run", "--steps", "2"], 1, &needles);
+    assert!(!t.join("r.png").exists() && !t.join("f.safetensors").exists());
+}
+
+/// `--resume elsewhere/backup.safetensors` (a checkpoint without its config.toml) continues from
+/// the settings the checkpoint carries; only the data must be named.
+#[test]
+fn a_checkpoint_copied_elsewhere_resumes_with_its_own_config() {
+    let t = Tmp::new("backup");
+    class_folders(&t.join("data"));
+    pretrain(&t, "full", "4", &[]);
+    pretrain(&t, "split", "4", &["--stop-at", "2"]);
+    std::fs::create_dir_all(t.join("elsewhere")).unwrap();
+    std::fs::copy(t.join("split/last.safetensors"), t.join("elsewhere/backup.safetensors")).unwrap();
+    let resume = ["pretrain", "--resume", "elsewhere/backup.safetensors", "--out", "cont"];
+    fails(&t.0, &resume, 2, &["elsewhere/backup.safetensors", "elsewhere/config.toml", "--data"]);
+    assert!(!t.join("cont").exists());
+    let log = ok(&spark(&[&resume[..], &["--data", "data"]].concat(), &t.0));
+    assert!(log.contains("steps 2..4") && !log.contains("model flags are ignored"), "{log}");
+    let cfg = std::fs::read_to_string(t.join("cont/config.toml")).unwrap();
+    assert!(cfg.contains("width_mult = 0.125") && cfg.contains("batch_size = 4"), "{cfg}");
+    // The same steps 2 and 3 as the uninterrupted run.
+    assert_eq!(losses(&t.join("cont/metrics.jsonl")), losses(&t.join("full/metrics.jsonl"))[2..]);
+}

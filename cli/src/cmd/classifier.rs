@@ -66,6 +66,7 @@ pub fn open(path: &Path) -> CliResult<Weights> {
         Some(FORMAT) | Some(ENCODER_FORMAT) => {
             let spec: ModelSpec = serde_json::from_str(meta.get("model").ok_or_else(|| bad("no model metadata"))?)
                 .map_err(|e| bad(&format!("model metadata: {e}")))?;
+            checkpoint::check_model_meta(path, &spec.backbone, spec.width_mult, spec.input_size, 0)?;
             if meta.get("format").map(String::as_str) == Some(FORMAT) {
                 Ok(Weights::Classifier { spec, tensors })
             } else {

@@ -9,11 +9,12 @@ use crate::common::{
     StepSize,
 };
 use crate::config::{self, Flags};
-use crate::error::{CliError, CliResult, Context};
+use crate::error::{CliError, CliResult};
 use crate::metrics::{read_records, MetricsLog, Record};
 use crate::output::{same_file, write_atomic};
 use crate::plot::loss_curve_svg;
 use crate::progress;
+use crate::run_lock::lock_run_folder;
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use spark::data::{Dataset, Loader, LoaderConfig, Transform};
@@ -194,6 +195,53 @@ impl PretrainConfig {
         })
     }
 
+    /// The settings of the run that wrote a checkpoint, from the training config it carries:
+    /// everything that shapes the model and its schedules. The checkpoint does not record the
+    /// data, the output folder, the device or the worker count: `data` is given, the others keep
+    /// their defaults (flags override them as usual).
+    fn from_checkpoint(t: &TrainConfig, data: String) -> CliResult<PretrainConfig> {
+        let (m, r) = (&t.model, &t.recipe);
+        let preset = if r.name == "mmpretrain" { "mmpretrain" } else { "official" };
+        Ok(PretrainConfig {
+            preset: preset.into(),
+            backbone: m.backbone.clone(),
+            width_mult: m.width_mult,
+            input_size: m.input_size,
+            mask_ratio: m.mask_ratio,
+            decoder_width: m.decoder_width,
+            batch_size: r.batch_size,
+            epochs: None,
+            steps: Some(t.total_steps),
+            // `run` stores the peak lr as base_lr (at lr_ref_batch = batch_size).
+            lr: Some(r.base_lr),
+            base_lr: r.base_lr,
+            lr_ref_batch: r.lr_ref_batch,
+            warmup_steps: Some(t.warmup_steps),
+            warmup_epochs: r.warmup_epochs as f64,
+            optimizer: match r.optimizer {
+                OptimizerKind::Lamb => "lamb",
+                OptimizerKind::AdamW => "adamw",
+            }
+            .into(),
+            beta1: r.beta1,
+            beta2: r.beta2,
+            max_grad_norm: r.max_grad_norm,
+            wd: r.wd_start,
+            wd_end: r.wd_end,
+            crop_scale: [r.crop_scale.0, r.crop_scale.1],
+            encoder: match t.mode {
+                EncoderMode::Sparse => "sparse",
+                EncoderMode::DenseMasked => "dense-masked",
+            }
+            .into(),
+            precision: t.precision.name().into(),
+            data,
+            seed: t.seed,
+            save_every: t.checkpoint_every,
+            ..PretrainConfig::preset("quick")?
+        })
+    }
+
     fn recipe(&self) -> Recipe {
         if self.preset == "mmpretrain" {
             Recipe::mmpretrain()
@@ -345,15 +393,20 @@ fn flags(a: &PretrainArgs, device: Option<String>, precision: Option<String>) ->
 
 /// Preset -> config file -> flags. On resume the checkpoint's config replaces the preset.
 /// `steps` and `epochs` replace each other: a layer that sets one clears the other.
-fn resolve(a: &PretrainArgs, common: &crate::common::CommonOpts, resumed: Option<&str>) -> CliResult<PretrainConfig> {
+fn resolve(
+    a: &PretrainArgs,
+    common: &crate::common::CommonOpts,
+    resumed: Option<PretrainConfig>,
+) -> CliResult<PretrainConfig> {
     let mut file = a.config.as_deref().map(config::read_file).transpose()?;
     let preset = a
         .preset
         .clone()
         .or_else(|| file.as_ref().and_then(|f| f.get("preset")).and_then(|v| v.as_str()).map(String::from))
         .unwrap_or_else(|| "quick".into());
+    let is_resume = resumed.is_some();
     let mut defaults = match resumed {
-        Some(text) => toml::from_str(text).map_err(|e| CliError::runtime(format!("checkpoint run config: {e}")))?,
+        Some(c) => c,
         None => PretrainConfig::preset(&preset)?,
     };
     let mut fl = flags(a, common.device.clone(), common.precision.clone())?;
@@ -384,7 +437,7 @@ fn resolve(a: &PretrainArgs, common: &crate::common::CommonOpts, resumed: Option
         }
     }
     let mut cfg: PretrainConfig = config::resolve(&defaults, file.as_ref(), a.config.as_deref(), fl)?;
-    cfg.preset = if resumed.is_some() { cfg.preset } else { preset };
+    cfg.preset = if is_resume { cfg.preset } else { preset };
     Ok(cfg)
 }
 
@@ -403,15 +456,11 @@ pub fn run(a: PretrainArgs, common: crate::common::CommonOpts) -> CliResult<()> 
                 return Err(CliError::usage(format!("cannot resume: {} does not exist", p.display()))
                     .hint("resume needs the run's --out folder (or --resume PATH to its last.safetensors)"));
             }
-            let cfg_path = p.with_file_name("config.toml");
-            Some(
-                std::fs::read_to_string(&cfg_path)
-                    .ctx(|| format!("cannot resume: cannot read {}", cfg_path.display()))?,
-            )
+            Some(resumed_config(p, &a)?)
         }
         None => None,
     };
-    let cfg = resolve(&a, &common, resumed_cfg.as_deref())?;
+    let cfg = resolve(&a, &common, resumed_cfg)?;
     cfg.validate()?;
     setup_threads(common.threads)?;
     // The sparse encoder runs on the CPU only, so `auto` picks the CPU for it.
@@ -430,10 +479,11 @@ pub fn run(a: PretrainArgs, common: crate::common::CommonOpts) -> CliResult<()> 
     check_run_folder(&out, resume_path.as_deref(), a.overwrite)?;
 
     // Data (listing errors surface here, before any training).
-    let dataset = Arc::new(Dataset::open(&cfg.data).map_err(|e| {
+    let (dataset, skipped_links) = Dataset::open_counting(&cfg.data).map_err(|e| {
         CliError::runtime(e.to_string())
             .hint("--data takes a folder of images, class sub-folders, an IDX file or `builtin`")
-    })?);
+    })?;
+    let dataset = Arc::new(dataset);
     let transform = Transform::train(cfg.input_size, (cfg.crop_scale[0], cfg.crop_scale[1]));
     let loader = Loader::new(dataset.clone(), transform, LoaderConfig::train(cfg.batch_size, cfg.workers, cfg.seed))?;
     let spe = loader.steps_per_epoch();
@@ -459,6 +509,8 @@ pub fn run(a: PretrainArgs, common: crate::common::CommonOpts) -> CliResult<()> 
     recipe.max_grad_norm = cfg.max_grad_norm;
     recipe.wd_start = cfg.wd;
     recipe.wd_end = cfg.wd_end;
+    // Recorded so that a checkpoint resumed without its config.toml keeps the run's crops.
+    recipe.crop_scale = (cfg.crop_scale[0], cfg.crop_scale[1]);
     let train_cfg = TrainConfig {
         model: cfg.spark_config(),
         recipe,
@@ -473,6 +525,10 @@ pub fn run(a: PretrainArgs, common: crate::common::CommonOpts) -> CliResult<()> 
     };
     let mut trainer = match &resume_path {
         Some(p) => {
+            // The model is built from the checkpoint's own settings: check them first.
+            if let Some(model) = checkpoint::header_model(p) {
+                checkpoint::check_spark_meta(p, &model)?;
+            }
             let mut t = Trainer::resume(p)?;
             if t.config.model != train_cfg.model {
                 errln!("warning: the model settings come from the checkpoint; model flags are ignored on resume");
@@ -489,8 +545,11 @@ pub fn run(a: PretrainArgs, common: crate::common::CommonOpts) -> CliResult<()> 
         return Err(CliError::usage(format!("the checkpoint is already at step {start} of {total}; nothing to do"))
             .hint("pass a larger --steps (or --epochs) to train further"));
     }
-    // Every input is valid: only now is anything written.
-    std::fs::create_dir_all(&out).ctx(|| format!("cannot create output folder {}", out.display()))?;
+    // Every input is valid: only now is anything written. The lock keeps a second run off this
+    // folder until this process ends; the folder is checked again under it, since another run
+    // may have finished in it since the check above.
+    let _lock = lock_run_folder(&out)?;
+    check_run_folder(&out, resume_path.as_deref(), a.overwrite)?;
     config::save(&cfg, &out.join("config.toml"))?;
     let spark_cfg = trainer.model.config.clone();
     errln!(
@@ -503,6 +562,9 @@ pub fn run(a: PretrainArgs, common: crate::common::CommonOpts) -> CliResult<()> 
         trainer.model.num_parameters() as f64 / 1e6
     );
     errln!("data: {}; {} steps/epoch at batch {}", dataset.describe(), spe, cfg.batch_size);
+    if let Some(note) = dataset.skipped_links_note(skipped_links) {
+        errln!("warning: {note}");
+    }
     errln!(
         "training: steps {start}..{total}, {} peak lr {peak:.2e}, warmup {warmup}, {} encoder, {} compute threads, {} data workers, seed {}",
         cfg.optimizer,
@@ -643,6 +705,39 @@ pub fn write_plot_titled(metrics: &Path, svg: &Path, title: &str) -> CliResult<(
     let recs = read_records(metrics)?;
     let pts: Vec<(f64, f64)> = recs.iter().map(|r| ((r.step + 1) as f64, r.loss)).collect();
     write_atomic(svg, loss_curve_svg(&pts, title).as_bytes())
+}
+
+/// The base settings of a resumed run: the `config.toml` beside the checkpoint, or when there is
+/// none (a checkpoint copied elsewhere) the training config the checkpoint carries, which lacks
+/// only the data (then `--data` is required).
+fn resumed_config(ckpt: &Path, a: &PretrainArgs) -> CliResult<PretrainConfig> {
+    let cfg_path = ckpt.with_file_name("config.toml");
+    match std::fs::read_to_string(&cfg_path) {
+        Ok(text) => toml::from_str(&text).map_err(|e| {
+            CliError::runtime(format!("cannot resume: {}: {e}", cfg_path.display()))
+                .hint("that file is the run's saved settings; restore it or remove it to use the checkpoint's own")
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let Some(t) = checkpoint::header_train_config(ckpt) else {
+                return Err(CliError::runtime(format!(
+                    "cannot resume: {} carries no training config and {} does not exist",
+                    ckpt.display(),
+                    cfg_path.display()
+                ))
+                .hint("resume from a last.safetensors written by `spark pretrain`"));
+            };
+            let Some(data) = a.data.clone() else {
+                return Err(CliError::usage(format!(
+                    "cannot resume {}: the checkpoint does not record its training data and there is no {} beside it",
+                    ckpt.display(),
+                    cfg_path.display()
+                ))
+                .hint("pass --data with the images the run trained on (a folder, an IDX file or `builtin`)"));
+            };
+            PretrainConfig::from_checkpoint(&t, data)
+        }
+        Err(e) => Err(CliError::runtime(format!("cannot resume: cannot read {}: {e}", cfg_path.display()))),
+    }
 }
 
 /// The files that mark a folder as holding a pretraining run.

@@ -6,6 +6,7 @@ use super::idx::{read_idx, IdxArray};
 use super::image_io::{decode_image, load_image, IMAGE_EXTENSIONS};
 use image::{Rgb, RgbImage};
 use spark_engine::{Error, Result};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -104,16 +105,85 @@ fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(v)
 }
 
-/// All image files under `dir`, recursively, sorted (as torchvision's ImageFolder does per class).
-fn images_under(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    for p in read_dir_sorted(dir)? {
-        if p.is_dir() {
-            images_under(&p, out)?;
-        } else if is_image(&p) {
-            out.push(p);
-        }
+/// A listing of image folders that follows symbolic links but enters each folder once: a link
+/// back to the folder itself or to one of its ancestors (`self -> .`, `up -> ..`) would loop
+/// forever, and a second link to a folder or file already listed would count its images twice.
+/// Both are skipped and counted. Identity is the canonical path.
+struct Walk {
+    root: PathBuf,
+    dirs: HashSet<PathBuf>,
+    /// Canonical targets of the image links listed so far.
+    link_targets: HashSet<PathBuf>,
+    skipped: usize,
+}
+
+impl Walk {
+    fn new(root: &Path) -> Walk {
+        let root = canonical(root);
+        Walk { dirs: HashSet::from([root.clone()]), root, link_targets: HashSet::new(), skipped: 0 }
     }
-    Ok(())
+
+    /// True when `dir` is new: not listed yet and not the root or one of its ancestors.
+    fn enter(&mut self, dir: &Path) -> bool {
+        let c = canonical(dir);
+        let new = !self.root.starts_with(&c) && self.dirs.insert(c);
+        self.skipped += usize::from(!new);
+        new
+    }
+
+    /// False for a second link to one image. Plain files need no check here: each folder is
+    /// entered once, so they are unique among themselves (see [`Walk::drop_linked_duplicates`]).
+    fn keep_file(&mut self, p: &Path) -> bool {
+        if !is_link(p) {
+            return true;
+        }
+        let new = self.link_targets.insert(canonical(p));
+        self.skipped += usize::from(!new);
+        new
+    }
+
+    /// All image files under `dir`, recursively, sorted (as torchvision's ImageFolder does per
+    /// class).
+    fn images_under(&mut self, dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+        for p in read_dir_sorted(dir)? {
+            if p.is_dir() {
+                if self.enter(&p) {
+                    self.images_under(&p, out)?;
+                }
+            } else if is_image(&p) && self.keep_file(&p) {
+                out.push(p);
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops the samples listed through a link to an image that is also listed as a plain file
+    /// (the plain one stays). Resolves every path only when some image link was listed, so the
+    /// usual listing keeps no set of all its files.
+    fn drop_linked_duplicates(&mut self, samples: &mut Vec<Sample>) {
+        if self.link_targets.is_empty() {
+            return;
+        }
+        let path = |s: &Sample| match &s.source {
+            SampleSource::File(p) => Some(p.clone()),
+            _ => None,
+        };
+        let plain: HashSet<PathBuf> =
+            samples.iter().filter_map(path).filter(|p| !is_link(p)).map(|p| canonical(&p)).collect();
+        let before = samples.len();
+        samples.retain(|s| path(s).is_none_or(|p| !is_link(&p) || !plain.contains(&canonical(&p))));
+        self.skipped += before - samples.len();
+    }
+}
+
+fn is_link(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink())
+}
+
+/// The canonical path, or the path itself when it cannot be resolved (it is then listed as is and
+/// any error surfaces when it is read).
+fn canonical(p: &Path) -> PathBuf {
+    p.canonicalize().unwrap_or_else(|_| p.to_path_buf())
 }
 
 fn is_idx_images(p: &Path) -> bool {
@@ -146,12 +216,33 @@ impl Dataset {
         format!("{kind} {}: {} images{classes}", self.origin, self.len())
     }
 
+    /// The line telling the user about the links a listing skipped (from
+    /// [`Dataset::open_counting`]), if it skipped any.
+    pub fn skipped_links_note(&self, skipped: usize) -> Option<String> {
+        (skipped > 0).then(|| {
+            format!(
+                "{}: skipped {skipped} symbolic link(s) that loop back to a parent folder or lead to a folder or \
+                 image already listed",
+                self.origin
+            )
+        })
+    }
+
     /// Opens a dataset from a spec: `builtin`, `builtin:val`, a folder (class sub-folders or a
     /// flat folder of images, or a folder holding `*idx3-ubyte[.gz]` files) or an IDX image file.
     pub fn open(spec: &str) -> Result<Dataset> {
+        Ok(Self::open_counting(spec)?.0)
+    }
+
+    /// [`Dataset::open`], plus the number of symbolic links that the folder listing skipped
+    /// because they loop back (`self -> .`, `up -> ..`) or lead to a folder or image already
+    /// listed; see [`Dataset::skipped_links_note`] for the line to show the user.
+    pub fn open_counting(spec: &str) -> Result<(Dataset, usize)> {
         match spec {
-            "builtin" | "builtin:train" => return super::builtin::builtin_dataset(super::BuiltinSplit::Train),
-            "builtin:val" => return super::builtin::builtin_dataset(super::BuiltinSplit::Val),
+            "builtin" | "builtin:train" => {
+                return Ok((super::builtin::builtin_dataset(super::BuiltinSplit::Train)?, 0))
+            }
+            "builtin:val" => return Ok((super::builtin::builtin_dataset(super::BuiltinSplit::Val)?, 0)),
             _ => {}
         }
         let path = Path::new(spec);
@@ -160,13 +251,13 @@ impl Dataset {
                 "dataset {spec} does not exist (expected a folder of images, class sub-folders, an IDX file, or `builtin`)"
             )));
         }
-        let ds = if path.is_file() {
+        let (ds, skipped) = if path.is_file() {
             if !is_idx_images(path) {
                 return Err(Error::Msg(format!(
                     "dataset {spec} is a file but not an IDX image file (*idx3-ubyte or *idx3-ubyte.gz); pass a folder for images"
                 )));
             }
-            Self::open_idx(path)?
+            (Self::open_idx(path)?, 0)
         } else {
             Self::open_folder(path)?
         };
@@ -176,10 +267,11 @@ impl Dataset {
                 IMAGE_EXTENSIONS.join("/")
             )));
         }
-        Ok(ds)
+        Ok((ds, skipped))
     }
 
-    fn open_folder(root: &Path) -> Result<Dataset> {
+    /// The dataset and the number of links skipped (see [`Walk`]).
+    fn open_folder(root: &Path) -> Result<(Dataset, usize)> {
         let entries = read_dir_sorted(root)?;
         let origin = root.display().to_string();
         // A folder of IDX files: use the training images (or the only images file there is).
@@ -189,13 +281,17 @@ impl Dataset {
                 .iter()
                 .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("train")))
                 .unwrap_or(&idx[0]);
-            return Self::open_idx(pick);
+            return Ok((Self::open_idx(pick)?, 0));
         }
+        let mut walk = Walk::new(root);
         let mut classes = Vec::new();
         let mut samples = Vec::new();
         for dir in entries.iter().filter(|p| p.is_dir()) {
+            if !walk.enter(dir) {
+                continue;
+            }
             let mut files = Vec::new();
-            images_under(dir, &mut files)?;
+            walk.images_under(dir, &mut files)?;
             if files.is_empty() {
                 continue; // torchvision errors here; an empty class would just be an untrainable label
             }
@@ -204,14 +300,16 @@ impl Dataset {
             samples.extend(files.into_iter().map(|p| Sample { source: SampleSource::File(p), label }));
         }
         if !classes.is_empty() {
-            return Ok(Dataset { kind: DatasetKind::ClassFolders, origin, samples, classes });
+            walk.drop_linked_duplicates(&mut samples);
+            return Ok((Dataset { kind: DatasetKind::ClassFolders, origin, samples, classes }, walk.skipped));
         }
-        let samples = entries
+        let mut samples: Vec<Sample> = entries
             .into_iter()
-            .filter(|p| p.is_file() && is_image(p))
+            .filter(|p| p.is_file() && is_image(p) && walk.keep_file(p))
             .map(|p| Sample { source: SampleSource::File(p), label: 0 })
             .collect();
-        Ok(Dataset { kind: DatasetKind::Flat, origin, samples, classes: Vec::new() })
+        walk.drop_linked_duplicates(&mut samples);
+        Ok((Dataset { kind: DatasetKind::Flat, origin, samples, classes: Vec::new() }, walk.skipped))
     }
 
     /// An IDX image file [N, H, W]; labels come from the sibling file with `labels-idx1-ubyte` in
@@ -225,7 +323,13 @@ impl Dataset {
                 images.dims
             )));
         }
-        let n = images.dims[0];
+        let (n, h, w) = (images.dims[0], images.dims[1], images.dims[2]);
+        if n == 0 || h == 0 || w == 0 {
+            return Err(Error::Msg(format!(
+                "IDX file {} holds {n} images of {h}x{w} pixels: nothing to train on (pass an IDX file with images)",
+                path.display()
+            )));
+        }
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         let label_path = path.with_file_name(name.replace("images-idx3-ubyte", "labels-idx1-ubyte"));
         let (labels, classes) = if label_path != path && label_path.exists() {
@@ -322,5 +426,55 @@ mod tests {
         std::fs::write(dir.path().join("train-labels-idx1-ubyte"), idx_bytes(&[2], &[0, 1])).unwrap();
         let e = Dataset::open(dir.path().to_str().unwrap()).unwrap_err().to_string();
         assert!(e.contains("train-labels-idx1-ubyte"), "{e}");
+    }
+
+    /// IDX files with no images, or images of 0 pixels, are refused with an error naming the file.
+    #[test]
+    fn idx_without_images_or_pixels_is_refused() {
+        let dir = TempDir::new("ds_idx_empty");
+        for (name, dims) in
+            [("none-idx3-ubyte", [0, 28, 28]), ("zero-idx3-ubyte", [5, 0, 0]), ("thin-idx3-ubyte", [2, 3, 0])]
+        {
+            let p = dir.path().join(name);
+            std::fs::write(&p, idx_bytes(&dims, &[])).unwrap();
+            let e = Dataset::open(p.to_str().unwrap()).unwrap_err().to_string();
+            assert!(e.contains(name) && e.contains("nothing to train on"), "{e}");
+        }
+    }
+
+    /// `self -> .` and `up -> ..` inside a data folder, and a second link to a class folder or an
+    /// image, are skipped and counted instead of looping or counting images twice.
+    #[cfg(unix)]
+    #[test]
+    fn symlink_loops_and_duplicates_are_skipped_and_counted() {
+        use std::os::unix::fs::symlink;
+        let dir = TempDir::new("ds_links");
+        let root = dir.path().join("data");
+        write_png(&root.join("cat/a.png"), 1);
+        write_png(&root.join("cat/b.png"), 2);
+        write_png(&root.join("dog/c.png"), 3);
+        symlink(".", root.join("self")).unwrap();
+        symlink("..", root.join("cat/up")).unwrap();
+        symlink("..", root.join("dog/up")).unwrap();
+        symlink("../cat", root.join("dog/cats")).unwrap(); // the cat folder again
+        symlink("a.png", root.join("cat/a-again.png")).unwrap(); // one image twice
+        let (ds, skipped) = Dataset::open_counting(root.to_str().unwrap()).unwrap();
+        assert_eq!(ds.classes, vec!["cat", "dog"]);
+        let names: Vec<String> = ds.samples.iter().map(|s| s.name()).collect();
+        assert_eq!(names.len(), 3, "{names:?}");
+        assert!(names[0].ends_with("cat/a.png") && !names.iter().any(|n| n.contains("again")), "{names:?}");
+        // self, cat/up, dog/up, dog/cats and cat/a-again.png.
+        assert_eq!(skipped, 5);
+        let note = ds.skipped_links_note(skipped).unwrap();
+        assert!(note.contains("data") && note.contains("skipped 5 symbolic link"), "{note}");
+        assert_eq!(ds.skipped_links_note(0), None);
+        // A flat folder with a loop and a duplicate link.
+        let flat = dir.path().join("flat");
+        write_png(&flat.join("x.png"), 4);
+        symlink(".", flat.join("self")).unwrap();
+        symlink("..", flat.join("up")).unwrap();
+        symlink("x.png", flat.join("y.png")).unwrap();
+        let (ds, skipped) = Dataset::open_counting(flat.to_str().unwrap()).unwrap();
+        assert_eq!((ds.kind, ds.len(), skipped), (DatasetKind::Flat, 1, 3));
     }
 }

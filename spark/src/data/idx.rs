@@ -33,9 +33,11 @@ impl IdxArray {
         }
         let dims: Vec<usize> =
             (0..nd).map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize).collect();
-        let n: usize = dims.iter().product();
         let body = &bytes[4 + 4 * nd..];
-        if body.len() != n {
+        // A forged header's product can overflow; it cannot match the body then.
+        let n = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+        if n != Some(body.len()) {
+            let n = n.map_or("more than usize::MAX".to_string(), |n| n.to_string());
             return Err(bad(format!("header says {dims:?} = {n} bytes of data, the file has {}", body.len())));
         }
         Ok(IdxArray { dims, data: body.to_vec() })
@@ -88,5 +90,8 @@ mod tests {
         assert!(e.contains("0x0d"), "{e}");
         let e = IdxArray::parse(&idx_bytes(&[3], &[1, 2]), "short.idx").unwrap_err().to_string();
         assert!(e.contains("short.idx") && e.contains("3 bytes"), "{e}");
+        // A header whose dimensions multiply past usize::MAX is an error, not an overflow.
+        let e = IdxArray::parse(&idx_bytes(&[u32::MAX; 5], &[1]), "huge.idx").unwrap_err().to_string();
+        assert!(e.contains("huge.idx") && e.contains("more than"), "{e}");
     }
 }

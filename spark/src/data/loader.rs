@@ -160,6 +160,7 @@ impl Loader {
             size: self.transform.size(),
             spe: self.steps_per_epoch(),
             empty_run: 0,
+            empty_error: None,
             error: None,
         }
     }
@@ -221,27 +222,54 @@ impl Job {
             newly_skipped: Vec::new(),
         };
         for (j, &i) in slots.iter().enumerate() {
-            let sample = &self.dataset.samples[i];
-            // A decoder panic on a malformed file must not take the run down: treat it as unreadable.
-            let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sample.load()))
-                .unwrap_or_else(|_| Err(Error::Msg(format!("image decoder panicked on {}", sample.name()))));
-            match loaded {
-                Ok(img) => {
-                    let mut rng = Rng::new(mix_seed(self.cfg.seed, &[2, step as u64, j as u64]));
-                    raw.pixels.extend(self.transform.apply(&img, &mut rng));
-                    raw.labels.push(sample.label);
-                    raw.indices.push(i);
-                }
-                Err(e) => {
-                    let name = sample.name();
-                    let reason = e.to_string();
-                    if self.skips.record(&name, &reason) {
-                        raw.newly_skipped.push((name, reason));
-                    }
+            self.add(&mut raw, i, j);
+        }
+        if self.cfg.wrap {
+            self.refill(&mut raw, slots.len());
+        }
+        raw
+    }
+
+    /// Training batches stay full when some of their images are unreadable (batch norm needs at
+    /// least 2, and a batch short by chance would stop a run): the missing rows are drawn from the
+    /// whole dataset with an RNG keyed by (seed, step), so the batch is the same on every run and
+    /// after a resume. The number of draws is bounded; a dataset with almost no readable image
+    /// still ends in the loader's "no readable image" error instead of a long search.
+    fn refill(&self, raw: &mut RawBatch, b: usize) {
+        let n = self.dataset.len();
+        let mut rng = Rng::new(mix_seed(self.cfg.seed, &[3, raw.step as u64]));
+        let max_draws = 4 * b;
+        for draw in 0..max_draws {
+            if raw.labels.len() >= b {
+                break;
+            }
+            // Slot numbers past the batch keep the augmentation draws distinct from the originals'.
+            self.add(raw, rng.below(n), b + draw);
+        }
+    }
+
+    /// Loads sample `i`, transforms it with the RNG of (step, slot `j`) and appends it to `raw`;
+    /// an unreadable sample is recorded in the skip log instead.
+    fn add(&self, raw: &mut RawBatch, i: usize, j: usize) {
+        let sample = &self.dataset.samples[i];
+        // A decoder panic on a malformed file must not take the run down: treat it as unreadable.
+        let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sample.load()))
+            .unwrap_or_else(|_| Err(Error::Msg(format!("image decoder panicked on {}", sample.name()))));
+        match loaded {
+            Ok(img) => {
+                let mut rng = Rng::new(mix_seed(self.cfg.seed, &[2, raw.step as u64, j as u64]));
+                raw.pixels.extend(self.transform.apply(&img, &mut rng));
+                raw.labels.push(sample.label);
+                raw.indices.push(i);
+            }
+            Err(e) => {
+                let name = sample.name();
+                let reason = e.to_string();
+                if self.skips.record(&name, &reason) {
+                    raw.newly_skipped.push((name, reason));
                 }
             }
         }
-        raw
     }
 }
 
@@ -255,6 +283,8 @@ pub struct BatchStream {
     size: usize,
     spe: usize,
     empty_run: usize,
+    /// The first unreadable file reported during the current run of empty batches.
+    empty_error: Option<String>,
     error: Option<String>,
 }
 
@@ -269,6 +299,7 @@ impl BatchStream {
             size: 0,
             spe: 1,
             empty_run: 0,
+            empty_error: None,
             error: Some(msg),
         }
     }
@@ -303,20 +334,21 @@ impl Iterator for BatchStream {
                 // Every image of this batch was unreadable: skip it, unless that keeps happening
                 // for a whole epoch (then the data is unusable and training must stop).
                 self.empty_run += 1;
+                if self.empty_error.is_none() {
+                    self.empty_error = raw.newly_skipped.first().map(|(n, r)| format!("{n}: {r}"));
+                }
                 if self.empty_run >= self.spe {
                     self.end = Some(0);
                     return Some(Err(Error::Msg(format!(
                         "no readable image in {} consecutive batches; first error: {}",
                         self.empty_run,
-                        raw.newly_skipped
-                            .first()
-                            .map(|(n, r)| format!("{n}: {r}"))
-                            .unwrap_or_else(|| "(see above)".into())
+                        self.empty_error.take().unwrap_or_else(|| "(see above)".into())
                     ))));
                 }
                 continue;
             }
             self.empty_run = 0;
+            self.empty_error = None;
             let b = raw.labels.len();
             let images = match Tensor::from_vec(raw.pixels, &[b, 3, self.size, self.size]) {
                 Ok(t) => t,
@@ -445,13 +477,34 @@ mod tests {
             images += b.labels.len();
             reported.extend(b.newly_skipped.into_iter().map(|(n, _)| n));
         }
-        // Two epochs of 8 slots: the two corrupt files are met twice each, reported once each.
-        assert_eq!(images, 16 - 4);
-        assert_eq!(loader.skips().count(), 4);
+        // Two epochs of 8 slots: the two corrupt files are met twice each (more if a refill draws
+        // them), reported once each; their rows are refilled, so every batch is full.
+        assert_eq!(images, 16);
+        assert!(loader.skips().count() >= 4);
         reported.sort();
         assert_eq!(reported.len(), 2);
         assert!(reported[0].ends_with("zz_corrupt0.jpg") && reported[1].ends_with("zz_corrupt1.jpg"));
         assert!(loader.skips().distinct()[0].1.contains("cannot decode"));
+    }
+
+    /// `--batch-size 2` on readable images plus a zero-byte `.jpg`: every training batch is
+    /// refilled to 2 readable images, the same ones whatever the worker count or resume point.
+    #[test]
+    fn training_batches_are_refilled_deterministically() {
+        let dir = TempDir::new("loader_refill");
+        folder(dir.path(), 5, 0);
+        std::fs::write(dir.path().join("empty.jpg"), b"").unwrap();
+        let ds = Arc::new(Dataset::open(dir.path().to_str().unwrap()).unwrap());
+        assert_eq!(ds.len(), 6);
+        let mk = |workers| Loader::new(ds.clone(), Transform::eval(8), LoaderConfig::train(2, workers, 5)).unwrap();
+        let one = collect(&mk(1), 0, 30);
+        assert!(one.iter().all(|(idx, _)| idx.len() == 2), "a batch was short");
+        assert_eq!(collect(&mk(3), 0, 30), one);
+        assert_eq!(collect(&mk(2), 17, 30), one[17..]);
+        // Evaluation batches are not refilled: the unreadable image is left out.
+        let eval = Loader::new(ds.clone(), Transform::eval(8), LoaderConfig::eval(6, 1)).unwrap();
+        let rows: usize = eval.epoch(0).map(|b| b.unwrap().labels.len()).sum();
+        assert_eq!(rows, 5);
     }
 
     #[test]
