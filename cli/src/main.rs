@@ -17,6 +17,7 @@ mod interrupt;
 mod metrics;
 mod plot;
 mod progress;
+mod run_lock;
 
 use clap::{Parser, Subcommand};
 use common::CommonOpts;
@@ -54,6 +55,8 @@ enum Command {
     Eval(cmd::eval::EvalArgs),
     /// Classify images with a fine-tuned classifier.
     Predict(cmd::predict::PredictArgs),
+    /// Linear probe: a softmax classifier on the frozen encoder's pooled features, scored on test images.
+    Probe(cmd::probe::ProbeArgs),
     /// Encoder features (4 scales or pooled) of images to safetensors.
     Extract(cmd::extract::ExtractArgs),
     /// Write the original | masked | reconstruction picture from a pretraining checkpoint.
@@ -74,6 +77,7 @@ fn run(cli: Cli) -> CliResult<()> {
         Command::Finetune(a) => cmd::finetune::run(a, cli.common),
         Command::Eval(a) => cmd::eval::run(a, cli.common),
         Command::Predict(a) => cmd::predict::run(a, cli.common),
+        Command::Probe(a) => cmd::probe::run(a, cli.common),
         Command::Extract(a) => cmd::extract::run(a, cli.common),
         Command::Reconstruct(a) => cmd::reconstruct::run(a, cli.common),
         Command::Bench(a) => cmd::bench::run(a, cli.common),

@@ -8,7 +8,7 @@ use crate::common::{
     check_f64, check_step_memory, check_threads, compute_threads, out_of_range, parse_precision, setup_compute_device,
     setup_threads, CommonOpts, StepSize,
 };
-use crate::error::{CliError, CliResult, Context};
+use crate::error::{CliError, CliResult};
 use crate::metrics::{MetricsLog, Record};
 use crate::progress;
 use clap::Args;
@@ -29,6 +29,10 @@ pub struct FinetuneArgs {
     /// Labelled training images: class sub-folders, an IDX file with labels, or `builtin`.
     #[arg(long, default_value = "builtin")]
     pub data: String,
+    /// Train on this class-balanced fraction of the labelled images (e.g. 0.01 for 1%), drawn
+    /// by --seed: the semi-supervised splits of pretraining studies.
+    #[arg(long, allow_negative_numbers = true, default_value_t = 1.0)]
+    pub label_fraction: f64,
     /// Validation images (default: `builtin:val` for the built-in data, none otherwise).
     #[arg(long)]
     pub val_data: Option<String>,
@@ -101,6 +105,7 @@ fn validate(a: &FinetuneArgs, workers: usize) -> CliResult<()> {
     check_f64("--label-smoothing", a.label_smoothing, 0.0, false, 1.0, true)?;
     check_f64("--warmup-frac", a.warmup_frac, 0.0, false, 1.0, false)?;
     check_f64("--drop-path", a.drop_path, 0.0, false, 1.0, true)?;
+    check_f64("--label-fraction", a.label_fraction, 0.0, true, 1.0, false)?;
     if let Some(w) = a.width_mult {
         check_f64("--width-mult", w, 0.0, true, inf, false)?;
     }
@@ -141,6 +146,7 @@ pub fn run(a: FinetuneArgs, common: CommonOpts) -> CliResult<()> {
         return Err(CliError::usage(format!("{} has no labels", train.describe()))
             .hint("fine-tuning needs class sub-folders (root/class_x/*.jpg) or an IDX file with labels"));
     }
+    let train = Arc::new(train.labelled_subset(a.label_fraction, a.seed)?);
     let val_spec = a.val_data.clone().or_else(|| a.data.starts_with("builtin").then(|| "builtin:val".to_string()));
     let val = val_spec.map(|v| Dataset::open(&v).map_err(|e| CliError::runtime(e.to_string()))).transpose()?;
 
@@ -245,7 +251,10 @@ pub fn run(a: FinetuneArgs, common: CommonOpts) -> CliResult<()> {
         compute_threads(),
         precision.name()
     );
-    std::fs::create_dir_all(&a.out).ctx(|| format!("cannot create {}", a.out.display()))?;
+    // Held until run() returns; the OS drops it on exit or crash. Checked again under the lock:
+    // another run may have finished in this folder since the check at the start.
+    let _lock = crate::run_lock::lock_run_folder(&a.out)?;
+    check_run_folder(&a.out, a.overwrite)?;
     let mut metrics = MetricsLog::open(&a.out.join("metrics.jsonl"), None)?;
     let pb = progress::bar(total as u64, "finetune");
     let t0 = Instant::now();

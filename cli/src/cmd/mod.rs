@@ -8,4 +8,5 @@ pub mod info;
 pub mod models;
 pub mod predict;
 pub mod pretrain;
+pub mod probe;
 pub mod reconstruct;
