@@ -315,16 +315,7 @@ fn ctrl_c_saves_a_checkpoint_that_resumes() {
 /// Spawns a tiny pretraining run in `t` with stdout and stderr piped.
 #[cfg(unix)]
 fn spawn_pretrain(t: &Tmp, out: &str, steps: &str) -> std::process::Child {
-    let data = t.join("data");
-    let mut args = vec!["pretrain", "--data", data.to_str().unwrap(), "--out", out, "--steps", steps];
-    args.extend_from_slice(TINY);
-    Command::new(BIN)
-        .args(&args)
-        .current_dir(&t.0)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap()
+    spawn_pretrain_with(t, out, steps, &[])
 }
 
 /// `spark info | head -1` and `spark pretrain ... 2>&1 | head -1`: output to a closed pipe is

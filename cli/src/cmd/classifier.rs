@@ -3,6 +3,7 @@
 //! backbone, width, classes, input size) and loading encoder weights from any spark file.
 
 use crate::checkpoint;
+use crate::common::{check_f64, out_of_range};
 use crate::error::{CliError, CliResult};
 use spark_engine::{Rng, Tensor};
 use spark_nn::{build_backbone, Backbone, BackboneConfig, Module};
@@ -116,6 +117,64 @@ pub fn copy_matching(model: &dyn Module, src: &[(String, Tensor)], what: &Path) 
         }
     }
     Ok((copied, left))
+}
+
+/// The model flags of `finetune` / `probe` (`--backbone`, `--width-mult`, `--input-size`).
+pub struct ModelFlags<'a> {
+    pub backbone: Option<&'a str>,
+    pub width_mult: Option<f64>,
+    pub input_size: Option<usize>,
+}
+
+impl ModelFlags<'_> {
+    /// Range checks of the flags given, before anything is read or built.
+    pub fn validate(&self) -> CliResult<()> {
+        if let Some(w) = self.width_mult {
+            check_f64("--width-mult", w, 0.0, true, f64::INFINITY, false)?;
+        }
+        if let Some(s) = self.input_size {
+            if s == 0 || !s.is_multiple_of(32) {
+                return Err(out_of_range("--input-size", s, "a positive multiple of 32")
+                    .hint("the encoder's total stride is 32 px; try 64, 96, 224"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The model to build: each flag wins, then the `--init` file's value, then the quick
+    /// defaults (ResNet-18 x0.25 at 96 px).
+    pub fn resolve(&self, init: Option<&ModelSpec>, classes: Vec<String>) -> ModelSpec {
+        ModelSpec {
+            backbone: self
+                .backbone
+                .map(str::to_string)
+                .or_else(|| init.map(|s| s.backbone.clone()))
+                .unwrap_or_else(|| "resnet18".into()),
+            width_mult: self.width_mult.or(init.map(|s| s.width_mult)).unwrap_or(0.25),
+            input_size: self.input_size.or(init.map(|s| s.input_size)).unwrap_or(96),
+            classes,
+        }
+    }
+}
+
+/// The weights an `--init` flag names, as (their model, their tensors); none without the flag.
+pub fn open_init(path: Option<&Path>) -> CliResult<(Option<ModelSpec>, Vec<(String, Tensor)>)> {
+    Ok(match path.map(open).transpose()? {
+        Some(Weights::Encoder { spec, tensors }) | Some(Weights::Classifier { spec, tensors }) => (Some(spec), tensors),
+        None => (None, Vec::new()),
+    })
+}
+
+/// The error for `--init` weights that do not fit the model built from `spec`.
+pub fn does_not_fit(path: &Path, spec: &ModelSpec, copied: usize, missing: &[&String]) -> CliError {
+    CliError::runtime(format!(
+        "{} does not fit a {} x{}: {copied} tensors copied, missing {:?}",
+        path.display(),
+        spec.backbone,
+        spec.width_mult,
+        missing.iter().take(5).collect::<Vec<_>>()
+    ))
+    .hint("use the same --backbone / --width-mult as the pretrained model")
 }
 
 /// Loads a classifier checkpoint ready for inference (eval mode).

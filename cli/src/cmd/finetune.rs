@@ -2,7 +2,7 @@
 //! AdamW or LAMB, label smoothing, layer-wise lr decay, warm-up + cosine lr, and an evaluation
 //! of the validation split after every epoch.
 
-use super::classifier::{self, ModelSpec, Weights};
+use super::classifier::{self, ModelFlags};
 use super::eval::evaluate;
 use crate::common::{
     check_f64, check_step_memory, check_threads, compute_threads, out_of_range, parse_precision, setup_compute_device,
@@ -96,6 +96,10 @@ fn layer_id(name: &str) -> usize {
     0
 }
 
+fn model_flags(a: &FinetuneArgs) -> ModelFlags<'_> {
+    ModelFlags { backbone: a.backbone.as_deref(), width_mult: a.width_mult, input_size: a.input_size }
+}
+
 /// Checks every numeric flag against its range before anything is read, built or written.
 fn validate(a: &FinetuneArgs, workers: usize) -> CliResult<()> {
     let inf = f64::INFINITY;
@@ -106,15 +110,7 @@ fn validate(a: &FinetuneArgs, workers: usize) -> CliResult<()> {
     check_f64("--warmup-frac", a.warmup_frac, 0.0, false, 1.0, false)?;
     check_f64("--drop-path", a.drop_path, 0.0, false, 1.0, true)?;
     check_f64("--label-fraction", a.label_fraction, 0.0, true, 1.0, false)?;
-    if let Some(w) = a.width_mult {
-        check_f64("--width-mult", w, 0.0, true, inf, false)?;
-    }
-    if let Some(s) = a.input_size {
-        if s == 0 || !s.is_multiple_of(32) {
-            return Err(out_of_range("--input-size", s, "a positive multiple of 32")
-                .hint("the encoder's total stride is 32 px; try 64, 96, 224"));
-        }
-    }
+    model_flags(a).validate()?;
     if a.batch_size < 2 {
         return Err(
             out_of_range("--batch-size", a.batch_size, ">= 2").hint("batch norm needs at least 2 images per batch")
@@ -151,21 +147,8 @@ pub fn run(a: FinetuneArgs, common: CommonOpts) -> CliResult<()> {
     let val = val_spec.map(|v| Dataset::open(&v).map_err(|e| CliError::runtime(e.to_string()))).transpose()?;
 
     // The encoder: pretrained weights or a fresh one.
-    let init = a.init.as_deref().map(classifier::open).transpose()?;
-    let (init_spec, init_tensors) = match init {
-        Some(Weights::Encoder { spec, tensors }) | Some(Weights::Classifier { spec, tensors }) => (Some(spec), tensors),
-        None => (None, Vec::new()),
-    };
-    let spec = ModelSpec {
-        backbone: a
-            .backbone
-            .clone()
-            .or_else(|| init_spec.as_ref().map(|s| s.backbone.clone()))
-            .unwrap_or_else(|| "resnet18".into()),
-        width_mult: a.width_mult.or(init_spec.as_ref().map(|s| s.width_mult)).unwrap_or(0.25),
-        input_size: a.input_size.or(init_spec.as_ref().map(|s| s.input_size)).unwrap_or(96),
-        classes: train.classes.clone(),
-    };
+    let (init_spec, init_tensors) = classifier::open_init(a.init.as_deref())?;
+    let spec = model_flags(&a).resolve(init_spec.as_ref(), train.classes.clone());
     if spec.input_size == 0 || !spec.input_size.is_multiple_of(32) {
         return Err(out_of_range("--input-size", spec.input_size, "a positive multiple of 32"));
     }
@@ -184,15 +167,7 @@ pub fn run(a: FinetuneArgs, common: CommonOpts) -> CliResult<()> {
         let (copied, left) = classifier::copy_matching(model.as_ref(), &init_tensors, p)?;
         let non_head: Vec<_> = left.iter().filter(|n| layer_id(n) != 5).collect();
         if copied == 0 || !non_head.is_empty() {
-            return Err(CliError::runtime(format!(
-                "{} does not fit a {} x{}: {} tensors copied, missing {:?}",
-                p.display(),
-                spec.backbone,
-                spec.width_mult,
-                copied,
-                non_head.iter().take(5).collect::<Vec<_>>()
-            ))
-            .hint("use the same --backbone / --width-mult as the pretrained model"));
+            return Err(classifier::does_not_fit(p, &spec, copied, &non_head));
         }
         errln!("initialised {copied} tensors from {} (fresh: {})", p.display(), left.join(", "));
     }

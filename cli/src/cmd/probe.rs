@@ -3,7 +3,7 @@
 //! trained on them (`spark::probe`) and scored on the test features. The encoder is a pretrained
 //! one (`--init`) or a randomly initialised one (`--backbone`), the usual baseline.
 
-use super::classifier::{self, ModelSpec, Weights};
+use super::classifier::{self, ModelFlags, ModelSpec};
 use crate::common::{check_f64, out_of_range, setup_compute_device, setup_precision, setup_threads, CommonOpts};
 use crate::error::{CliError, CliResult};
 use crate::progress;
@@ -54,18 +54,15 @@ pub struct ProbeArgs {
     pub seed: u64,
 }
 
+fn model_flags(a: &ProbeArgs) -> ModelFlags<'_> {
+    ModelFlags { backbone: a.backbone.as_deref(), width_mult: a.width_mult, input_size: a.input_size }
+}
+
 fn validate(a: &ProbeArgs) -> CliResult<()> {
     check_f64("--label-fraction", a.label_fraction, 0.0, true, 1.0, false)?;
     check_f64("--lr", a.lr, 0.0, true, f64::INFINITY, false)?;
     check_f64("--weight-decay", a.weight_decay, 0.0, false, f64::INFINITY, false)?;
-    if let Some(w) = a.width_mult {
-        check_f64("--width-mult", w, 0.0, true, f64::INFINITY, false)?;
-    }
-    if let Some(s) = a.input_size {
-        if s == 0 || !s.is_multiple_of(32) {
-            return Err(out_of_range("--input-size", s, "a positive multiple of 32"));
-        }
-    }
+    model_flags(a).validate()?;
     if a.epochs == 0 {
         return Err(out_of_range("--epochs", 0, ">= 1"));
     }
@@ -77,33 +74,14 @@ fn validate(a: &ProbeArgs) -> CliResult<()> {
 
 /// The headless encoder in eval mode: the checkpoint's weights, or a seeded random one.
 fn encoder(a: &ProbeArgs) -> CliResult<(Box<dyn Backbone>, ModelSpec, String)> {
-    let (init_spec, tensors) = match a.init.as_deref().map(classifier::open).transpose()? {
-        Some(Weights::Encoder { spec, tensors }) | Some(Weights::Classifier { spec, tensors }) => (Some(spec), tensors),
-        None => (None, Vec::new()),
-    };
-    let spec = ModelSpec {
-        backbone: a
-            .backbone
-            .clone()
-            .or_else(|| init_spec.as_ref().map(|s| s.backbone.clone()))
-            .unwrap_or_else(|| "resnet18".into()),
-        width_mult: a.width_mult.or(init_spec.as_ref().map(|s| s.width_mult)).unwrap_or(0.25),
-        input_size: a.input_size.or(init_spec.as_ref().map(|s| s.input_size)).unwrap_or(96),
-        classes: Vec::new(),
-    };
+    let (init_spec, tensors) = classifier::open_init(a.init.as_deref())?;
+    let spec = model_flags(a).resolve(init_spec.as_ref(), Vec::new());
     let mut model = classifier::build(&spec, 0.0, &mut Rng::new(a.seed))?;
     let what = match &a.init {
         Some(p) => {
             let (copied, left) = classifier::copy_matching(model.as_ref(), &tensors, p)?;
             if copied == 0 || !left.is_empty() {
-                return Err(CliError::runtime(format!(
-                    "{} does not fit a {} x{}: {copied} tensors copied, missing {:?}",
-                    p.display(),
-                    spec.backbone,
-                    spec.width_mult,
-                    left.iter().take(5).collect::<Vec<_>>()
-                ))
-                .hint("use the same --backbone / --width-mult as the pretrained model"));
+                return Err(classifier::does_not_fit(p, &spec, copied, &left.iter().collect::<Vec<_>>()));
             }
             format!("pretrained encoder {}", p.display())
         }
